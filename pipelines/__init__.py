@@ -1,0 +1,1 @@
+"""Everything distributed and tracked: config, Ray Data stages, Ray Train, MLflow, the CLI."""

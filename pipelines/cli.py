@@ -1,0 +1,87 @@
+"""`y9k`: one command line for every stage of the pipeline.
+
+    y9k --help
+    y9k wordnet                      # provision WordNet 3.0 for nltk (offline-capable)
+    y9k config show --config demo --set train.batch_size=32
+    y9k sample-data --out ./y9k-data/sample --seed 0 --scale small
+
+Each subcommand lives next to the code it runs; a module registers its parser through a
+``register(subparsers)`` function listed in ``COMMAND_MODULES``. Heavy imports (torch, Ray,
+MLflow) happen inside the handlers, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pipelines.logs import setup_logging
+
+log = logging.getLogger("y9k")
+
+# Modules providing `register(subparsers)`, in the order their commands are listed.
+COMMAND_MODULES = [
+    "pipelines.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="y9k",
+        description="YOLO9000 pipeline: WordTree from WordNet, Ray Data ingest to Parquet shards, IoU k-means "
+        "anchors, Ray Train joint detection + classification, evaluation on ImageNet DET, MLflow registry.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `y9k COMMAND --help` for a command's options. Configs: pipelines/configs/*.yaml "
+        "(`--config demo` is the embedded default).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """--config and --set, shared by every command that reads the pipeline config."""
+    p.add_argument("--config", "-c", default="demo",
+                   help="YAML config: a path, or a bundled name (demo, yolo9000). Default: demo")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.batch_size=32 (repeatable; values are YAML)")
+
+
+def load_cli_config(args: argparse.Namespace):
+    from pipelines.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from pipelines.config import ConfigError
+
+    try:
+        rc = args.func(args)
+    except ConfigError as e:
+        print(f"y9k: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("y9k: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        # Errors marked user-facing carry a complete message (file, record, field): no traceback.
+        if getattr(type(e), "user_facing", False):
+            print(f"y9k: error: {e}", file=sys.stderr)
+            return 1
+        raise
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,464 @@
+"""The one typed config of the pipeline, loaded from YAML and validated on construction.
+
+    cfg = load_config("pipelines/configs/demo.yaml", overrides=["train.batch_size=32"])
+
+Every section is a dataclass; types come from the annotations and are checked when a file or
+an override is loaded, so ``train.batch_size: "big"`` fails with a message naming the key, the
+value and what is allowed, before any work starts. Ranges are checked in ``__post_init__``.
+Secrets (keys inside ``storage.options``) are redacted by :meth:`Config.to_safe_dict`, which is
+what logs and MLflow params receive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from pipelines import storage
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key, value and what is allowed."""
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': got {value!r}, expected {allowed}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StorageConfig:
+    # Where every stage writes its output (a local path or any fsspec URI).
+    root: str = "./y9k-data"
+    # fsspec storage options (credentials, endpoint_url, ...); never printed.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.root), "storage.root", self.root, "a non-empty path or URI")
+
+
+@dataclass
+class RayConfig:
+    # None: connect to a running cluster if RAY_ADDRESS is set, else start a local instance.
+    address: str | None = None
+    # CPUs for a local instance (None: all of this machine's).
+    num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None:
+            _check(self.num_cpus >= 1, "ray.num_cpus", self.num_cpus, "an integer >= 1 or null")
+
+
+@dataclass
+class SampleDataConfig:
+    # Generate the synthetic datasets into <storage.root>/sample when the sources are unset.
+    enabled: bool = True
+    scale: Literal["small", "medium"] = "small"
+    seed: int = 0
+
+
+@dataclass
+class WordTreeConfig:
+    # 'auto' (the labels found in the configured datasets), 'imagenet1k', '9k', or a file URI
+    # holding one wnid per line.
+    labels: str = "auto"
+    # WordNet synset every hypernym path must reach.
+    root: str = "physical_entity.n.01"
+    # Labels with no path to the root: attach under an extra root, skip with a warning, or fail.
+    orphans: Literal["extra_root", "skip", "fail"] = "extra_root"
+
+
+@dataclass
+class DataConfig:
+    # Dataset sources (URIs). Unset sources are skipped (or filled by sample data).
+    coco_train: str | None = None
+    coco_val: str | None = None
+    imagenet_train: str | None = None
+    det_val: str | None = None
+    voc: str | None = None
+    # Longest image side kept in the shards (images are downscaled, never upscaled).
+    max_side: int = 512
+    jpeg_quality: int = 90
+    shard_mb: float = 128.0
+    # Unmapped labels: reject the record, or drop only the label and keep the image.
+    unmapped: Literal["reject", "drop_label"] = "reject"
+    # Fail at the first rejected record with a precise message.
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        _check(32 <= self.max_side <= 8192, "data.max_side", self.max_side, "an integer in [32, 8192]")
+        _check(1 <= self.jpeg_quality <= 100, "data.jpeg_quality", self.jpeg_quality, "an integer in [1, 100]")
+        _check(self.shard_mb > 0, "data.shard_mb", self.shard_mb, "a positive number of MiB")
+
+
+@dataclass
+class AnchorsConfig:
+    k: int = 5
+    # The average-IoU curve is computed for k = 1..k_max.
+    k_max: int = 10
+    input_size: int = 416
+    stride: int = 32
+    restarts: int = 5
+    iterations: int = 300
+    centroid: Literal["mean", "median"] = "mean"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.k <= 64, "anchors.k", self.k, "an integer in [1, 64]")
+        _check(self.k <= self.k_max <= 64, "anchors.k_max", self.k_max, f"an integer in [anchors.k={self.k}, 64]")
+        _check(self.input_size % self.stride == 0 and self.input_size > 0, "anchors.input_size",
+               self.input_size, f"a positive multiple of anchors.stride ({self.stride})")
+        _check(self.restarts >= 1, "anchors.restarts", self.restarts, "an integer >= 1")
+        _check(self.iterations >= 1, "anchors.iterations", self.iterations, "an integer >= 1")
+
+
+@dataclass
+class ModelConfig:
+    # A name from yolo_core.list_models(), or 'cfg' to build from a darknet cfg file.
+    name: str = "yolo9000"
+    # Channel multiplier (1.0 = the paper's network; small values for CPU demos).
+    width: float = 1.0
+    cfg: str | None = None
+    # Warm start: a darknet .weights file or an MLflow model URI ('models:/name@champion').
+    init_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(0 < self.width <= 4, "model.width", self.width, "a number in (0, 4]")
+
+
+@dataclass
+class TrainConfig:
+    mode: Literal["classify", "detect", "joint"] = "joint"
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    batch_size: int = 64
+    subdivisions: int = 1
+    max_steps: int = 500_200
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    burn_in: int = 1000
+    policy: Literal["steps", "poly", "constant"] = "steps"
+    steps: list[int] = field(default_factory=lambda: [400_000, 450_000])
+    scales: list[float] = field(default_factory=lambda: [0.1, 0.1])
+    power: float = 4.0
+    # Scale the learning rate with the number of workers (linear rule).
+    scale_lr_with_workers: bool = True
+    input_size: int = 416
+    # Multi-scale: a new size from [min, max] (multiples of 32) every `multiscale_every` steps.
+    multiscale: bool = True
+    multiscale_min: int = 320
+    multiscale_max: int = 608
+    multiscale_every: int = 10
+    # Fraction of each joint batch that holds detection images.
+    det_fraction: float = 0.5
+    # Darknet loss variants: 'head' (2018 code) or 'j17' (the paper-era commit).
+    loss_variant: Literal["head", "j17"] = "head"
+    amp: bool = True
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_every: int = 0
+    max_failures: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, "train.num_workers", self.num_workers, "an integer >= 1")
+        _check(self.cpus_per_worker >= 1, "train.cpus_per_worker", self.cpus_per_worker, "an integer >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.subdivisions >= 1 and self.batch_size % self.subdivisions == 0, "train.subdivisions",
+               self.subdivisions, f"a divisor of train.batch_size ({self.batch_size})")
+        _check(self.max_steps >= 1, "train.max_steps", self.max_steps, "an integer >= 1")
+        _check(0 < self.lr <= 10, "train.lr", self.lr, "a number in (0, 10]")
+        _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _check(self.burn_in >= 0, "train.burn_in", self.burn_in, "an integer >= 0")
+        _check(len(self.steps) == len(self.scales), "train.scales", self.scales,
+               f"one scale per entry of train.steps ({len(self.steps)})")
+        _check(list(self.steps) == sorted(self.steps), "train.steps", self.steps, "increasing step numbers")
+        for name in ("input_size", "multiscale_min", "multiscale_max"):
+            v = getattr(self, name)
+            _check(v >= 32 and v % 32 == 0, f"train.{name}", v, "a positive multiple of 32")
+        _check(self.multiscale_min <= self.multiscale_max, "train.multiscale_max", self.multiscale_max,
+               f">= train.multiscale_min ({self.multiscale_min})")
+        _check(self.multiscale_every >= 1, "train.multiscale_every", self.multiscale_every, "an integer >= 1")
+        _check(0 <= self.det_fraction <= 1, "train.det_fraction", self.det_fraction, "a number in [0, 1]")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "an integer >= 1")
+        _check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        _check(self.max_failures >= -1, "train.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")
+
+
+@dataclass
+class EvalConfig:
+    thresh: float = 0.005
+    hier_thresh: float = 0.5
+    nms: float = 0.45
+    input_size: int = 416
+    batch_size: int = 16
+    # Number of validation images drawn with their detections and logged.
+    draw_images: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("thresh", "hier_thresh", "nms"):
+            v = getattr(self, name)
+            _check(0 <= v <= 1, f"eval.{name}", v, "a number in [0, 1]")
+        _check(self.input_size % 32 == 0 and self.input_size > 0, "eval.input_size", self.input_size,
+               "a positive multiple of 32")
+        _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass
+class MlflowConfig:
+    # None: MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db with ./mlruns.
+    tracking_uri: str | None = None
+    experiment: str = "yolo9000"
+    registered_model: str = "yolo9000"
+    # Promote a new version to 'champion' only when this metric beats the champion by margin.
+    promote_metric: str = "map50_all"
+    promote_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.experiment), "mlflow.experiment", self.experiment, "a non-empty name")
+        _check(bool(self.registered_model), "mlflow.registered_model", self.registered_model, "a non-empty name")
+
+
+@dataclass
+class Config:
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    sample_data: SampleDataConfig = field(default_factory=SampleDataConfig)
+    wordtree: WordTreeConfig = field(default_factory=WordTreeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_safe_dict(self) -> dict[str, Any]:
+        """The config with every secret redacted: what logs and MLflow receive."""
+        d = self.to_dict()
+        d["storage"]["options"] = storage.redact_options(d["storage"]["options"])
+        return _redact_uris(d)
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key` -> value, redacted: MLflow params."""
+        return dict(_flatten(self.to_safe_dict()))
+
+    def hash(self, *sections: str) -> str:
+        """Hash of the named sections (all when none): part of each stage's cache key."""
+        from pipelines.manifest import stable_hash
+
+        d = self.to_dict()
+        d["storage"]["options"] = {}  # credentials do not change what a stage computes
+        return stable_hash({s: d[s] for s in sections} if sections else d)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_safe_dict(), sort_keys=False)
+
+
+def _redact_uris(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _redact_uris(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact_uris(v) for v in obj]
+    if isinstance(obj, str):
+        return storage.redact_uri(obj)
+    return obj
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = ""):
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v and k != "options":
+            yield from _flatten(v, key + ".")
+        elif isinstance(v, Mapping):
+            continue  # storage options are never params
+        else:
+            yield key, v
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and type checking
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, Sequence):
+        (inner,) = get_args(tp) or (Any,)
+        return f"a list of {_type_name(inner)}"
+    if origin in (dict, Mapping):
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`; ints are accepted where floats are expected."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        _check(value in get_args(tp), key, value, _type_name(tp))
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            _check(type(None) in args, key, value, _type_name(tp))
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}': got {value!r}, expected {_type_name(tp)}")
+    if origin in (list, Sequence):
+        _check(isinstance(value, (list, tuple)), key, value, _type_name(tp))
+        (inner,) = get_args(tp) or (Any,)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Mapping):
+        _check(isinstance(value, Mapping), key, value, _type_name(tp))
+        return dict(value)
+    if tp is bool:
+        _check(isinstance(value, bool), key, value, _type_name(tp))
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, _type_name(tp))
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, _type_name(tp))
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, value, _type_name(tp))
+        return value
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any] | None, prefix: str) -> Any:
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"section '{prefix.rstrip('.')}'" if prefix else "the top level"
+        raise ConfigError(
+            f"config key '{prefix}{unknown[0]}': unknown key in {where}; allowed keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{key}': got {value!r}, expected a mapping (a config section)")
+            kwargs[name] = _build(tp, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as e:  # pragma: no cover - dataclass signature mismatch
+        raise ConfigError(f"config section '{prefix.rstrip('.') or 'top level'}': {e}") from None
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> Config:
+    return _build(Config, data, "")
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.batch_size=32")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides (values parsed as YAML) to a raw config dict."""
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is a value, not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def resolve_config_path(path: str | Path | None) -> Path | None:
+    """A config path as given, or a bare name looked up in pipelines/configs (`demo`)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists():
+        return p
+    for candidate in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"config file {str(path)!r} not found (bundled configs: "
+                      f"{', '.join(sorted(c.stem for c in CONFIG_DIR.glob('*.yaml')))})")
+
+
+def load_config(path: str | Path | None = "demo", overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (a path, or a bundled name such as 'demo'), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    resolved = resolve_config_path(path)
+    if resolved is not None:
+        text = resolved.read_text()
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{resolved}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{resolved}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+        data = loaded or {}
+    data = apply_overrides(data, overrides)
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        source = f"{resolved}" if resolved else "config"
+        raise ConfigError(f"{source}: {e}") from None

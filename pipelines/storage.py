@@ -1,0 +1,159 @@
+"""URIs everywhere: one place that turns a path or URI into an fsspec filesystem.
+
+Every path in the config is a URI (a local path, ``file://``, ``s3://``, ``gs://``, ...).
+Storage options (keys, endpoints) travel next to the URI and are never printed: use
+:func:`redact_uri` / :func:`redact_options` before a value reaches a log, an MLflow param or a
+tag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+# Option names whose values are secrets, matched case-insensitively as substrings.
+_SECRET_WORDS = ("secret", "password", "token", "key", "credential", "session")
+# Option names that contain a secret word but are not secrets.
+_NOT_SECRET = {"key_prefix", "endpoint_url", "region_name", "anon"}
+REDACTED = "***"
+
+
+def is_secret_option(name: str) -> bool:
+    low = name.lower()
+    if low in _NOT_SECRET:
+        return False
+    return any(w in low for w in _SECRET_WORDS)
+
+
+def redact_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of storage options safe to print: secret values replaced, nested dicts too."""
+    out: dict[str, Any] = {}
+    for k, v in (options or {}).items():
+        if isinstance(v, Mapping):
+            out[k] = redact_options(v)
+        elif is_secret_option(str(k)):
+            out[k] = REDACTED
+        else:
+            out[k] = v
+    return out
+
+
+# AWS secrets may hold '/', so userinfo runs to the first '@' (a rare '@' in a path only over-redacts).
+_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^@?#\s]*)@")
+_QUERY_SECRET = re.compile(r"(?i)([?&][^=&]*(?:secret|password|token|key|signature|credential)[^=&]*=)[^&]*")
+
+
+def redact_uri(uri: str) -> str:
+    """Drop credentials from a URI (``s3://KEY:SECRET@bucket``, ``?token=...``)."""
+    if not isinstance(uri, str):
+        return uri
+    uri = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", uri)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", uri)
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def normalize(uri: str) -> str:
+    """Local paths become absolute (Ray workers may run elsewhere); URIs stay as they are."""
+    if "://" in uri:
+        return uri.rstrip("/") if len(uri.split("://", 1)[1]) > 1 else uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def join(base: str, *parts: str) -> str:
+    base = base.rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts if p]])
+
+
+def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None):
+    """(filesystem, path inside it) for a URI."""
+    fs, path = url_to_fs(uri, **dict(storage_options or {}))
+    return fs, path
+
+
+def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    fs, path = filesystem(uri, storage_options)
+    return fs.exists(path)
+
+
+@contextmanager
+def open_uri(uri: str, mode: str = "rb", storage_options: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    with fsspec.open(uri, mode, **dict(storage_options or {})) as f:
+        yield f
+
+
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    fs, path = filesystem(uri, storage_options)
+    return fs.cat_file(path)
+
+
+def read_text(uri: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    return read_bytes(uri, storage_options).decode("utf-8")
+
+
+def write_bytes(uri: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write a whole file so that readers never see half of it.
+
+    Local files go through a temporary name and an atomic rename; object stores publish an
+    object only when its upload completes, so a direct put is already atomic there.
+    """
+    fs, path = filesystem(uri, storage_options)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def write_text(uri: str, text: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    write_bytes(uri, text.encode("utf-8"), storage_options)
+
+
+def write_json(uri: str, obj: Any, storage_options: Mapping[str, Any] | None = None) -> None:
+    write_text(uri, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", storage_options)
+
+
+def read_json(uri: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    text = read_text(uri, storage_options)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{redact_uri(uri)}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def makedirs(uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    fs, path = filesystem(uri, storage_options)
+    fs.makedirs(path, exist_ok=True)
+
+
+def remove(uri: str, storage_options: Mapping[str, Any] | None = None, recursive: bool = True) -> None:
+    fs, path = filesystem(uri, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def list_files(uri: str, storage_options: Mapping[str, Any] | None = None, suffix: str = "") -> list[str]:
+    """Every file below a URI (recursively), as full URIs, sorted."""
+    fs, path = filesystem(uri, storage_options)
+    if not fs.exists(path):
+        return []
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    files = sorted(p for p in fs.find(path) if p.endswith(suffix))
+    if "://" in uri:
+        return [f"{protocol}://{p}" if not p.startswith(f"{protocol}://") else p for p in files]
+    return files
