@@ -90,6 +90,9 @@ class DataConfig:
     imagenet_train: str | None = None
     det_val: str | None = None
     voc: str | None = None
+    # The evaluation class table (wnid<TAB>det_id<TAB>name); unset: det_classes.tsv at the DET root,
+    # else the 200 ILSVRC DET classes.
+    det_classes: str | None = None
     # Longest image side kept in the shards (images are downscaled, never upscaled).
     max_side: int = 512
     jpeg_quality: int = 90
