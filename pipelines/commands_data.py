@@ -1,0 +1,94 @@
+"""Data commands: `y9k ingest` (datasets -> Parquet shards + rejects) and `y9k anchors` (IoU k-means)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pipelines.cli import add_config_args, load_cli_config
+
+log = logging.getLogger("y9k")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="ingest COCO / ImageNet / ImageNet DET / VOC into WordTree-labelled Parquet shards",
+        description="Read the datasets named in the config (data.coco_train, data.coco_val, data.imagenet_train, "
+        "data.det_val, data.voc; or the generated sample data when none is set and sample_data.enabled) with "
+        "Ray Data, map every label to a WordTree node, and write <storage.root>/shards/<dataset>-<split>/ "
+        "(Parquet parts of about data.shard_mb MiB + manifest.json) and <storage.root>/rejects/<dataset>-<split>/"
+        "rejects.parquet. Up-to-date outputs are skipped. Prints a summary table and the rejects by reason.",
+    )
+    add_config_args(p)
+    p.add_argument("--tree", help="WordTree: a tree.parquet or darknet .tree file "
+                   "(default: <storage.root>/wordtree/tree.parquet, written by `y9k wordtree`)")
+    p.add_argument("--out", help="output root (default: storage.root)")
+    p.add_argument("--strict", action="store_true", help="fail at the first rejected record (data.strict=true)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "anchors",
+        help="IoU k-means anchors from the detection shards (the paper's dimension clusters)",
+        description="Read the box sizes of the shards (no image decoding), run IoU k-means with the anchors.* "
+        "settings and write anchors.json (grid units at anchors.input_size / anchors.stride), curve.json and "
+        "curve.png (average IoU for k = 1..anchors.k_max) under <storage.root>/anchors.",
+    )
+    add_config_args(p)
+    p.add_argument("--shards", nargs="+", metavar="DIR",
+                   help="shard directories (default: every one under <storage.root>/shards)")
+    p.add_argument("--out", help="output directory (default: <storage.root>/anchors)")
+    p.set_defaults(func=cmd_anchors)
+
+
+def _load_tree(cfg, path: str | None):
+    from pipelines import storage
+    from pipelines.errors import PipelineError
+    from wordtree_build.tree import WordTree
+
+    opts = cfg.storage.options
+    uri = path or storage.join(storage.normalize(cfg.storage.root), "wordtree", "tree.parquet")
+    if not storage.exists(uri, opts):
+        raise PipelineError(f"WordTree {storage.redact_uri(uri)} not found: run `y9k wordtree` first or pass --tree")
+    if uri.endswith(".tree"):
+        names = uri[: -len(".tree")] + ".names"
+        return WordTree.from_darknet(uri, names if storage.exists(names, opts) else None, opts)
+    return WordTree.from_parquet(uri, opts)
+
+
+def _sources(cfg):
+    from pipelines import storage
+    from pipelines.errors import PipelineError
+    from pipelines.stages.ingest import sample_sources, sources_from_config
+
+    sources = sources_from_config(cfg)
+    if sources:
+        return sources
+    if not cfg.sample_data.enabled:
+        raise PipelineError("no dataset configured (data.coco_train, data.imagenet_train, ...) and "
+                            "sample_data.enabled is false: nothing to ingest")
+    from pipelines.sample_data import generate
+
+    root = storage.join(storage.normalize(cfg.storage.root), "sample")
+    generate(root, seed=cfg.sample_data.seed, scale=cfg.sample_data.scale, storage_options=cfg.storage.options)
+    return sample_sources(root)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.strict:
+        args.overrides = [*args.overrides, "data.strict=true"]
+    cfg = load_cli_config(args)
+    from pipelines.stages.ingest import run_ingest
+
+    result = run_ingest(cfg, _load_tree(cfg, args.tree), _sources(cfg), out_root=args.out)
+    print(result.summary_table())
+    return 0
+
+
+def cmd_anchors(args: argparse.Namespace) -> int:
+    cfg = load_cli_config(args)
+    from pipelines.stages.anchors import run_anchors
+
+    result = run_anchors(cfg, args.shards, out_uri=args.out)
+    print(result.summary())
+    return 0
