@@ -1,0 +1,266 @@
+"""Evaluation, prediction and registry commands: `y9k evaluate`, `y9k predict`, `y9k registry`.
+
+    y9k evaluate --model models:/yolo9000@champion --shards ./y9k-data/shards/imagenet_det-val --out ./eval
+    y9k predict --model models:/yolo9000@champion --images photos/ --out preds.jsonl --draw drawn/
+    y9k predict --cfg yolo9000.cfg --weights yolo9000.weights --tree 9k.tree --names 9k.names --images dog.jpg
+    y9k registry list | show champion | promote 3 | rollback
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.cli import add_config_args, load_cli_config
+from pipelines.errors import PipelineError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# darknet HEAD's `detector test` defaults.
+DARKNET_THRESH, DARKNET_HIER_THRESH, DARKNET_NMS = 0.5, 0.5, 0.45
+
+
+class PredictError(PipelineError):
+    """Bad `y9k predict` input; names the file or option."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="AP@.5 per class and mAP (all / seen / unseen) on detection shards",
+                       description="Ray Data batch inference over detection shards (an actor pool; GPUs when "
+                       "present), per-class AP at IoU .5 with pycocotools, mAP over all / seen / unseen classes, "
+                       "PR curves and drawn detections, logged to MLflow.")
+    add_config_args(p)
+    p.add_argument("--model", required=True, help="MLflow model URI (models:/NAME@champion, runs:/...) or directory")
+    p.add_argument("--shards", nargs="+", help="shard directories or files (default: "
+                   "<storage.root>/shards/imagenet_det-val)")
+    p.add_argument("--classes", help="TSV of evaluated classes: wnid<TAB>id<TAB>name (default: the 200 DET classes)")
+    p.add_argument("--split", help="TSV wnid<TAB>seen|unseen for the seen / unseen means")
+    p.add_argument("--out", help="output directory or URI (default: <storage.root>/eval/<first shard name>)")
+    p.add_argument("--run-id", help="log into this MLflow run (e.g. the training run) instead of a new one")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="detect objects in images with a registered model or darknet files",
+                       description="Run a detector on images and write one JSON line per image (wnid, name, "
+                       "hierarchical label, score, box in pixels); optionally draw the detections.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="MLflow model URI (models:/NAME@champion) or a local model directory")
+    src.add_argument("--cfg", help="darknet .cfg file (with --weights)")
+    p.add_argument("--weights", help="darknet .weights file for --cfg")
+    p.add_argument("--tree", help="darknet .tree file for a tree model (YOLO9000) given with --cfg")
+    p.add_argument("--names", help="class names, one per line, for --cfg (e.g. 9k.names, coco.names)")
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR|URI|FILE",
+                   help="images, directories of images, or URIs")
+    p.add_argument("--out", default="-", help="JSON-lines output file (default: stdout)")
+    p.add_argument("--draw", metavar="OUT_DIR", help="also write each image with its detections drawn here")
+    p.add_argument("--thresh", type=float, help="score threshold (model default; darknet: .5)")
+    p.add_argument("--hier-thresh", type=float, help="tree decode threshold (model default; darknet: .5)")
+    p.add_argument("--nms", type=float, help="NMS IoU threshold (model default; darknet: .45)")
+    p.add_argument("--input-size", type=int, help="network input size, a multiple of 32 (model default; "
+                   "--cfg: the cfg's width)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("registry", help="browse and act on the MLflow model registry",
+                       description="List versions with aliases and metrics, show one, promote a version to "
+                       "champion (only if it beats the champion on mlflow.promote_metric by mlflow.promote_margin, "
+                       "unless --force), or roll champion back.")
+    rsub = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    for name, helptext in (("list", "versions, newest first"), ("show", "one version: tags and description"),
+                           ("promote", "move champion to a version if it is better"),
+                           ("rollback", "move champion back to the previous one (or --to VERSION)")):
+        rp = rsub.add_parser(name, help=helptext, description=helptext)
+        add_config_args(rp)
+        rp.add_argument("--name", help="registered model (default: mlflow.registered_model)")
+        if name in ("show", "promote"):
+            rp.add_argument("version", help="version number" + (" or alias" if name == "show" else ""))
+        if name == "promote":
+            rp.add_argument("--force", action="store_true", help="promote without comparing")
+        if name == "rollback":
+            rp.add_argument("--to", help="a version to make champion")
+        rp.set_defaults(func=cmd_registry, action=name)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def read_tsv(path: str, columns: int, what: str) -> list[list[str]]:
+    from pipelines import storage
+
+    rows = []
+    for n, line in enumerate(storage.read_text(path).splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < columns:
+            raise PredictError(f"{path}, line {n}: expected {columns} tab-separated fields ({what}), got {len(parts)}")
+        rows.append(parts)
+    return rows
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipelines import storage
+    from pipelines.evaluate.stage import run_evaluate
+
+    cfg = load_cli_config(args)
+    root = storage.normalize(cfg.storage.root)
+    shards = args.shards or [storage.join(root, "shards", "imagenet_det-val")]
+    if args.classes:
+        classes = [(r[0], r[1], r[2]) for r in read_tsv(args.classes, 3, "wnid, id, name")]
+    else:
+        from wordtree_build.labelmaps import load_det200
+
+        classes = load_det200()
+    split = {r[0]: r[1] for r in read_tsv(args.split, 2, "wnid, seen|unseen")} if args.split else None
+    out = args.out or storage.join(root, "eval", os.path.basename(shards[0].rstrip("/")))
+    res = run_evaluate(cfg, args.model, shards, None, classes, out, split=split, run_id=args.run_id)
+    for k, v in res.metrics.items():
+        print(f"{k}: {int(v)}" if float(v).is_integer() and not k.startswith("map") else f"{k}: {v:.4f}")
+    print(f"per-class table, curves and images: {storage.redact_uri(res.out_uri)} (MLflow run {res.run_id})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------
+
+
+def expand_images(items: Sequence[str]) -> list[str]:
+    """Files as given; directories and URIs of directories expanded to their image files (sorted)."""
+    from pipelines import storage
+
+    out = []
+    for item in items:
+        fs, path = storage.filesystem(item)
+        if not fs.exists(path):
+            raise PredictError(f"--images: {storage.redact_uri(item)} does not exist")
+        if fs.isdir(path):
+            found = [u for u in storage.list_files(item) if u.lower().endswith(IMAGE_SUFFIXES)]
+            if not found:
+                raise PredictError(f"--images: no image files ({', '.join(IMAGE_SUFFIXES)}) under "
+                                   f"{storage.redact_uri(item)}")
+            out.extend(found)
+        else:
+            out.append(item)
+    return out
+
+
+def _darknet_detector(args: argparse.Namespace) -> tuple[Any, list[str], list[str], list[str]]:
+    """(Detector, wnids, names, labels) from darknet --cfg/--weights (+ --tree, --names)."""
+    from pipelines.evaluate.inference import Detector
+    from pipelines.evaluate.plots import hierarchical_label
+    from yolo_core.darknet_cfg import model_from_cfg
+    from yolo_core.weights import load_weights
+
+    if not args.weights:
+        raise PredictError("--cfg needs --weights (a darknet .weights file)")
+    model = model_from_cfg(args.cfg)
+    if not model.is_detector:
+        raise PredictError(f"{args.cfg}: not a detector (no [region] layer)")
+    load_weights(model, args.weights)
+    tree = None
+    if args.tree:
+        from yolo_core.tree import Tree
+
+        tree = Tree.load(args.tree)
+        if tree.num_nodes != model.num_classes:
+            raise PredictError(f"{args.tree}: {tree.num_nodes} nodes, but {args.cfg} has {model.num_classes} classes")
+    elif model.tree_path:
+        raise PredictError(f"{args.cfg}: the region layer uses a tree ({model.tree_path}); pass it with --tree")
+    n = model.num_classes
+    if args.names:
+        names = Path(args.names).read_text().splitlines()[:n]
+        if len(names) != n:
+            raise PredictError(f"{args.names}: {len(names)} names for {n} classes")
+    else:
+        names = list(getattr(tree, "wnids", None) or [str(k) for k in range(n)])
+    wnids = list(getattr(tree, "wnids", None) or names) if tree is not None else list(names)
+    if tree is not None:
+        parents = tree.parent.tolist()
+        labels = [hierarchical_label(k, names, parents) for k in range(n)]
+    else:
+        labels = list(names)
+    size = args.input_size or model.net.width
+    det = Detector(model, tree, input_size=size,
+                   thresh=DARKNET_THRESH if args.thresh is None else args.thresh,
+                   hier_thresh=DARKNET_HIER_THRESH if args.hier_thresh is None else args.hier_thresh,
+                   nms=DARKNET_NMS if args.nms is None else args.nms)
+    return det, wnids, names, labels
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipelines import storage
+    from pipelines.evaluate.inference import open_image
+    from pipelines.evaluate.plots import draw_detections
+
+    if args.model:
+        from pipelines.registry import load_pyfunc
+
+        pf = load_pyfunc(args.model)
+        det, wnids, names, labels = pf.detector, pf.wnids, pf.names, pf.labels
+        for opt in ("thresh", "hier_thresh", "nms"):
+            if getattr(args, opt) is not None:
+                setattr(det, opt, getattr(args, opt))
+        if args.input_size:
+            det.input_size = args.input_size
+    else:
+        det, wnids, names, labels = _darknet_detector(args)
+    if det.input_size % 32:
+        raise PredictError(f"--input-size {det.input_size} is not a multiple of 32")
+    files = expand_images(args.images)
+    out = sys.stdout if args.out == "-" else open(args.out, "w")
+    try:
+        for uri in files:
+            img = open_image(storage.read_bytes(uri), storage.redact_uri(uri))
+            (d,) = det([img])
+            rec = {"image": storage.redact_uri(uri), "width": img.width, "height": img.height, "detections": [
+                {"wnid": wnids[c], "name": names[c], "label": labels[c], "score": round(float(s), 6),
+                 "box": [round(float(v), 2) for v in b]} for b, s, c in zip(d.boxes, d.scores, d.classes)]}
+            out.write(json.dumps(rec) + "\n")
+            if args.draw:
+                os.makedirs(args.draw, exist_ok=True)
+                drawn = draw_detections(img, d.boxes, d.scores, [labels[c] for c in d.classes], keys=d.classes)
+                stem = Path(uri.rstrip("/")).stem
+                drawn.save(os.path.join(args.draw, f"{stem}.jpg"), quality=90)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"{len(files)} images -> {args.out if args.out != '-' else 'stdout'}"
+          + (f", drawn into {args.draw}" if args.draw else ""), file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from pipelines import registry
+    from pipelines.train.tracking import resolve_tracking_uri
+
+    cfg = load_cli_config(args)
+    uri = resolve_tracking_uri(cfg)
+    name = args.name or cfg.mlflow.registered_model
+    metric = cfg.mlflow.promote_metric
+    if args.action == "list":
+        rows = registry.list_versions(name, uri)
+        print(f"{'version':>7}  {'aliases':<22} {'status':<8} {metric:<12} run")
+        for r in rows:
+            val = r["metrics"].get(metric, "")
+            print(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {r['status']:<8} {val:<12} {r['run_id']}")
+    elif args.action == "show":
+        print(json.dumps(registry.show_version(name, args.version, uri), indent=2, sort_keys=True))
+    elif args.action == "promote":
+        d = registry.promote_if_better(name, args.version, metric, cfg.mlflow.promote_margin, force=args.force,
+                                       tracking_uri=uri)
+        print(f"{name} version {d.version}: {'promoted to champion' if d.promoted else 'not promoted'} ({d.reason})")
+        return 0 if d.promoted else 1
+    else:
+        v = registry.rollback(name, args.to, uri)
+        print(f"{name}: champion is now version {v}")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation: Ray Data batch inference, per-class AP / mAP (all, seen, unseen), plots, MLflow."""

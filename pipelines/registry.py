@@ -1,0 +1,397 @@
+"""The MLflow model registry: a pyfunc detector, versions with provenance, and guarded aliases.
+
+**The pyfunc model.** :class:`YoloPyfunc` wraps a darknet-layout network (any
+``yolo_core`` model, built from ``create_model`` or a darknet cfg) with its artifacts:
+
+- ``model.cfg`` (the network as darknet cfg text) and ``model.pt`` (its state_dict): any
+  ``DarknetNet`` is rebuilt exactly from these two files;
+- ``tree.json``: ``wnids``, ``names`` and ``parents`` of the output classes (``parents`` is null
+  for a flat softmax model); ``anchors.json``; ``config.yaml`` (the pipeline config, secrets
+  redacted); ``settings.json`` (input size and default thresholds).
+
+Input: a DataFrame with an ``image`` column (encoded bytes) or a ``path`` column (local path or
+URI). Output: one row per detection with ``image`` (input row), ``wnid``, ``name``, ``label``
+(the hierarchical label, 'Norfolk terrier < terrier < dog'), ``score`` and ``x1 y1 x2 y2`` in
+pixels. ``thresh``, ``hier_thresh`` and ``nms`` can be passed as inference params.
+
+**Versions and aliases.** Every registered version carries tags (data manifest fingerprints,
+tree hash, git commit, ``metric.<name>`` values) and a description, and gets the alias
+``candidate``. ``champion`` moves to it only when its ``metric.<promote_metric>`` tag beats the
+champion's by more than ``promote_margin``; each move is recorded on the registered model
+(tag ``champion_history``), which is what ``rollback`` walks back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipelines import storage
+from pipelines.errors import PipelineError
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"
+METRIC_PREFIX = "metric."
+OUTPUT_COLUMNS = ["image", "wnid", "name", "label", "score", "x1", "y1", "x2", "y2"]
+_PKG_ROOT = Path(__file__).resolve().parent.parent
+
+
+class RegistryError(PipelineError):
+    """A registry action that cannot be done; names the model, version and alias."""
+
+
+# --------------------------------------------------------------------------------------------
+# The pyfunc model
+# --------------------------------------------------------------------------------------------
+
+
+def write_bundle(out_dir: str | Path, model: Any, *, wnids: Sequence[str], names: Sequence[str],
+                 parents: Sequence[int] | None, config_yaml: str = "", input_size: int = 416,
+                 thresh: float = 0.24, hier_thresh: float = 0.5, nms: float = 0.45) -> dict[str, str]:
+    """Write the pyfunc artifacts of ``model`` into ``out_dir``; returns {artifact name: path}."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(wnids) != model.num_classes or len(names) != model.num_classes:
+        raise RegistryError(f"model has {model.num_classes} classes but {len(wnids)} wnids / {len(names)} names were given")
+    files = {
+        "cfg": out / "model.cfg", "weights": out / "model.pt", "tree": out / "tree.json",
+        "anchors": out / "anchors.json", "config": out / "config.yaml", "settings": out / "settings.json",
+    }
+    files["cfg"].write_text(model.cfg_text())
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, files["weights"])
+    files["tree"].write_text(json.dumps({"wnids": list(wnids), "names": list(names),
+                                         "parents": None if parents is None else [int(p) for p in parents]}))
+    files["anchors"].write_text(json.dumps(model.anchors.cpu().tolist()))
+    files["config"].write_text(config_yaml)
+    files["settings"].write_text(json.dumps({"input_size": input_size, "thresh": thresh,
+                                             "hier_thresh": hier_thresh, "nms": nms}))
+    return {k: str(v) for k, v in files.items()}
+
+
+def load_bundle(artifacts: Mapping[str, str], device: str | None = None):
+    """(Detector, tree labels dict) from the artifacts written by :func:`write_bundle`."""
+    import torch
+
+    from pipelines.evaluate.inference import Detector
+    from yolo_core.darknet_cfg import DarknetNet, parse_cfg_text
+    from yolo_core.tree import Tree
+
+    net, layers = parse_cfg_text(Path(artifacts["cfg"]).read_text(), source=artifacts["cfg"])
+    model = DarknetNet(net, layers, source=artifacts["cfg"])
+    model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu", weights_only=True))
+    labels = json.loads(Path(artifacts["tree"]).read_text())
+    settings = json.loads(Path(artifacts["settings"]).read_text())
+    tree = Tree(labels["parents"], labels["wnids"], labels["names"]) if labels["parents"] is not None else None
+    return Detector(model, tree, device=device, **settings), labels
+
+
+class YoloPyfunc(mlflow.pyfunc.PythonModel):
+    """Images (bytes or paths) in, a table of detections out."""
+
+    def load_context(self, context: Any) -> None:
+        from pipelines.evaluate.plots import hierarchical_label
+
+        self.detector, labels = load_bundle(context.artifacts)
+        self.wnids, self.names = labels["wnids"], labels["names"]
+        parents = labels["parents"]
+        self.labels = [hierarchical_label(k, self.names, parents) if parents is not None else self.names[k]
+                       for k in range(len(self.names))]
+        self.defaults = (self.detector.thresh, self.detector.hier_thresh, self.detector.nms)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        params = params or {}
+        d = self.detector
+        d.thresh = float(params.get("thresh", self.defaults[0]))
+        d.hier_thresh = float(params.get("hier_thresh", self.defaults[1]))
+        d.nms = float(params.get("nms", self.defaults[2]))
+        records = model_input.to_dict("records")
+        rows = []
+        batch = 8  # decode and run a few images at a time: memory stays flat for long inputs
+        for start in range(0, len(records), batch):
+            images = [self._image(start + k, r) for k, r in enumerate(records[start:start + batch])]
+            for j, det in enumerate(d(images)):
+                for box, score, cls in zip(det.boxes, det.scores, det.classes):
+                    rows.append((start + j, self.wnids[cls], self.names[cls], self.labels[cls], float(score), *map(float, box)))
+        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS).astype({"image": "int64"})
+
+    @staticmethod
+    def _image(i: int, row: Mapping[str, Any]) -> Any:
+        from pipelines.evaluate.inference import open_image
+
+        data, path = row.get("image"), row.get("path")
+        if isinstance(data, (bytes, bytearray)) and data:
+            return open_image(bytes(data), f"input row {i}, field 'image'")
+        if isinstance(path, str) and path:
+            try:
+                blob = storage.read_bytes(path)
+            except (OSError, ValueError) as e:
+                raise RegistryError(f"input row {i}, field 'path': cannot read {storage.redact_uri(path)!r} ({e})") from None
+            return open_image(blob, f"input row {i}, field 'path' ({storage.redact_uri(path)})")
+        raise RegistryError(f"input row {i}: needs non-empty bytes in 'image' or a path in 'path'")
+
+
+def model_signature(thresh: float = 0.24, hier_thresh: float = 0.5, nms: float = 0.45) -> Any:
+    """Inputs (image bytes or path), the detection table, and the thresholds as params (MLflow fills
+    in the defaults, so they are the model's own settings)."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("binary", "image", required=False), ColSpec("string", "path", required=False)])
+    outputs = Schema([ColSpec("long", "image"), ColSpec("string", "wnid"), ColSpec("string", "name"),
+                      ColSpec("string", "label"), ColSpec("double", "score"), ColSpec("double", "x1"),
+                      ColSpec("double", "y1"), ColSpec("double", "x2"), ColSpec("double", "y2")])
+    params = ParamSchema([ParamSpec("thresh", "double", thresh), ParamSpec("hier_thresh", "double", hier_thresh),
+                          ParamSpec("nms", "double", nms)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _pyfunc_kwargs(artifacts: Mapping[str, str]) -> dict[str, Any]:
+    import PIL
+    import torch
+
+    settings = json.loads(Path(artifacts["settings"]).read_text())
+    return dict(
+        python_model=YoloPyfunc(), artifacts=dict(artifacts),
+        signature=model_signature(settings["thresh"], settings["hier_thresh"], settings["nms"]),
+        # yolo_core and pipelines travel with the model: loading needs the pip requirements only.
+        code_paths=[str(_PKG_ROOT / "yolo_core"), str(_PKG_ROOT / "pipelines")],
+        # Explicit requirements: inferring them would load the model in a subprocess.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+                          f"pillow=={PIL.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+                          "fsspec", "pyyaml"],
+    )
+
+
+@contextlib.contextmanager
+def _no_input_example_warning() -> Iterator[None]:
+    # The signature is explicit; an input example would make MLflow run the model while logging.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        yield
+
+
+def log_pyfunc(model: Any, *, name: str = "model", **bundle: Any) -> Any:
+    """Log ``model`` as a pyfunc into the active MLflow run; returns MLflow's ModelInfo.
+
+    ``bundle`` holds :func:`write_bundle`'s keywords (wnids, names, parents, config_yaml, ...).
+    """
+    with tempfile.TemporaryDirectory() as tmp, _no_input_example_warning():
+        return mlflow.pyfunc.log_model(name=name, **_pyfunc_kwargs(write_bundle(tmp, model, **bundle)))
+
+
+def save_pyfunc(path: str | Path, model: Any, **bundle: Any) -> None:
+    """Save ``model`` as a pyfunc model directory (no tracking server needed)."""
+    with tempfile.TemporaryDirectory() as tmp, _no_input_example_warning():
+        mlflow.pyfunc.save_model(str(path), **_pyfunc_kwargs(write_bundle(tmp, model, **bundle)))
+
+
+# --------------------------------------------------------------------------------------------
+# Versions, aliases, promotion
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    """What promotion did and why."""
+
+    version: str
+    promoted: bool
+    reason: str
+    value: float | None = None
+    champion_version: str | None = None
+    champion_value: float | None = None
+
+
+def _client(tracking_uri: str | None = None):
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def provenance_tags(*, fingerprints: Mapping[str, str] | None = None, tree_hash: str | None = None,
+                    git_commit: str | None = None, metrics: Mapping[str, float] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Version tags: ``data.<stage>.fingerprint``, ``tree_hash``, ``git_commit``, ``metric.<name>``."""
+    from pipelines.manifest import code_version
+
+    tags = {f"data.{k}.fingerprint": str(v) for k, v in (fingerprints or {}).items()}
+    tags["tree_hash"] = tree_hash or ""
+    tags["git_commit"] = git_commit or code_version()
+    tags.update({f"{METRIC_PREFIX}{k}": repr(float(v)) for k, v in (metrics or {}).items()})
+    tags.update({k: str(v) for k, v in (extra or {}).items()})
+    return tags
+
+
+@contextlib.contextmanager
+def _registry_uri(uri: str | None) -> Iterator[None]:
+    """Point mlflow's module-level registry calls at ``uri`` for a moment (None: leave as is)."""
+    if uri is None:
+        yield
+        return
+    prev = mlflow.get_registry_uri(), mlflow.get_tracking_uri()
+    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_registry_uri(prev[0])
+        mlflow.set_tracking_uri(prev[1])
+
+
+def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], description: str,
+                     tracking_uri: str | None = None) -> Any:
+    """Register ``model_uri`` as a new version of ``name`` with tags and a description, and point
+    the ``candidate`` alias at it. Returns the ModelVersion."""
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description="YOLO9000 detectors (pyfunc: images in, detections out)")
+    with _registry_uri(tracking_uri):
+        mv = mlflow.register_model(model_uri, name, tags=dict(tags))
+    client.update_model_version(name, mv.version, description=description)
+    client.set_registered_model_alias(name, CANDIDATE, mv.version)
+    return client.get_model_version(name, mv.version)
+
+
+def metric_of(version: Any, metric: str) -> float | None:
+    raw = version.tags.get(METRIC_PREFIX + metric)
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def champion(name: str, tracking_uri: str | None = None) -> Any | None:
+    client = _client(tracking_uri)
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def _history(client: Any, name: str) -> list[str]:
+    raw = client.get_registered_model(name).tags.get(HISTORY_TAG, "[]")
+    return [str(v) for v in json.loads(raw)]
+
+
+def _set_champion(client: Any, name: str, version: str, history: list[str]) -> None:
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+
+
+def promote_if_better(name: str, version: str | int, metric: str, margin: float = 0.0, *, force: bool = False,
+                      tracking_uri: str | None = None) -> Decision:
+    """Move ``champion`` to ``version`` when its metric beats the champion's by more than ``margin``
+    (or when there is no champion yet, or ``force``)."""
+    client = _client(tracking_uri)
+    version = str(version)
+    try:
+        mv = client.get_model_version(name, version)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"registered model {name!r} has no version {version}") from None
+    value = metric_of(mv, metric)
+    cur = champion(name, tracking_uri)
+    cur_value = metric_of(cur, metric) if cur is not None else None
+    cur_version = cur.version if cur is not None else None
+    d = Decision(version, False, "", value, cur_version, cur_value)
+    if cur_version == version:
+        d.reason = f"version {version} is already the champion"
+        return d
+    if force:
+        d.promoted, d.reason = True, "forced"
+    elif value is None:
+        d.reason = f"version {version} has no tag '{METRIC_PREFIX}{metric}': nothing to compare"
+    elif cur is None:
+        d.promoted, d.reason = True, "no champion yet"
+    elif cur_value is None:
+        d.reason = (f"champion version {cur_version} has no tag '{METRIC_PREFIX}{metric}'; "
+                    "promote explicitly with force")
+    elif value > cur_value + margin:
+        d.promoted, d.reason = True, f"{metric} {value:.4f} > champion {cur_value:.4f} + margin {margin:g}"
+    else:
+        d.reason = f"{metric} {value:.4f} does not beat champion {cur_value:.4f} + margin {margin:g}"
+    if d.promoted:
+        history = _history(client, name)
+        if cur_version is not None and (not history or history[-1] != cur_version):
+            history.append(cur_version)  # a champion set outside this module still gets a way back
+        _set_champion(client, name, version, history + [version])
+    return d
+
+
+def rollback(name: str, to_version: str | int | None = None, tracking_uri: str | None = None) -> str:
+    """Point ``champion`` back at the previous champion (or at ``to_version``); returns the version."""
+    client = _client(tracking_uri)
+    history = _history(client, name)
+    cur = champion(name, tracking_uri)
+    if cur is not None and history and history[-1] == cur.version:
+        history = history[:-1]
+    if to_version is None:
+        if not history:
+            raise RegistryError(f"registered model {name!r}: no earlier champion to roll back to")
+        target = history[-1]
+    else:
+        target = str(to_version)
+        try:
+            client.get_model_version(name, target)
+        except mlflow.exceptions.MlflowException:
+            raise RegistryError(f"registered model {name!r} has no version {target}") from None
+        history = history + [target] if not history or history[-1] != target else history
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    return target
+
+
+def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every version of ``name``, newest first: version, aliases, status, metrics, run id, created."""
+    client = _client(tracking_uri)
+    try:
+        rm = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    aliases: dict[str, list[str]] = {}
+    for alias, v in (rm.aliases or {}).items():
+        aliases.setdefault(str(v), []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        rows.append({"version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
+                     "status": mv.status, "run_id": mv.run_id, "created": mv.creation_timestamp,
+                     "metrics": {k[len(METRIC_PREFIX):]: v for k, v in mv.tags.items() if k.startswith(METRIC_PREFIX)}})
+    return sorted(rows, key=lambda r: -int(r["version"]))
+
+
+def show_version(name: str, version_or_alias: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """One version (by number or alias): tags, description, aliases, source."""
+    client = _client(tracking_uri)
+    try:
+        mv = (client.get_model_version(name, version_or_alias) if version_or_alias.isdigit()
+              else client.get_model_version_by_alias(name, version_or_alias))
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"registered model {name!r} has no version or alias {version_or_alias!r}") from None
+    return {"name": name, "version": mv.version, "aliases": list(mv.aliases or []), "status": mv.status,
+            "description": mv.description, "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags)}
+
+
+def load_pyfunc(uri: str) -> YoloPyfunc:
+    """The YoloPyfunc behind an MLflow model URI (``models:/name@champion``, ``runs:/...``) or a
+    local model directory, loaded."""
+    try:
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    except mlflow.exceptions.MlflowException as e:
+        raise RegistryError(f"cannot load model {storage.redact_uri(uri)!r}: {e.message}") from None
+
+
+def load_detector(uri: str) -> Any:
+    """The Detector (model, tree, settings) of an MLflow model logged by :func:`log_pyfunc`."""
+    return load_pyfunc(uri).detector

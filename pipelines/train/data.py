@@ -1,0 +1,283 @@
+"""The training data path: Parquet shards -> Ray Data -> decoded, augmented, padded batches.
+
+Decoding and augmentation run in ``map_batches`` on Ray's CPU workers, so only fixed-size
+uint8 images (at the largest multi-scale size) and padded box tensors reach the object store
+and the training workers, never raw JPEGs to be decoded next to the GPU. Each training
+worker reads its own streams through ``ray.train.get_dataset_shard``: ``det`` (detection
+rows) and ``cls`` (classification rows); :class:`JointBatches` draws ``n_det`` and ``n_cls``
+rows from them for every step (the ratio is ``train.det_fraction``: oversampling detection
+data, as the paper does with COCO) and resizes the whole batch to the step's input size.
+
+Multi-scale sizes are a function of (seed, step) only (:func:`multiscale_size`), so every
+worker picks the same size without communicating and a resumed run picks the sizes the
+interrupted one would have picked.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from pipelines.config import TrainConfig
+from pipelines.errors import PipelineError
+
+# Darknet keeps at most 30 truth boxes per image (region_layer.c); later ones are cut.
+MAX_BOXES = 30
+# Darknet's augmentation settings from the yolov2 / yolo9000 cfgs.
+AUGMENT = {"jitter": 0.2, "hue": 0.1, "saturation": 1.5, "exposure": 1.5, "flip": True}
+# Columns the training path reads from a shard (see the shard contract).
+SHARD_COLUMNS = ["image_id", "kind", "image", "boxes", "box_nodes", "image_node"]
+# The number of final steps darknet trains at the largest size, capped for short runs.
+FINAL_STEPS_AT_MAX = 200
+
+
+class ShardDataError(PipelineError):
+    """A shard row that cannot be trained on; the message names the image and field."""
+
+
+def multiscale_size(step: int, tcfg: TrainConfig) -> int:
+    """The input size for optimizer step ``step``: identical on every worker.
+
+    A new size from multiscale_min..multiscale_max (multiples of 32) every
+    ``multiscale_every`` steps, drawn from a generator seeded with (seed, step block), and
+    the largest size for the final steps (darknet: the last 200 iterations; here at most a
+    tenth of the run so that short demo runs keep multi-scale).
+    """
+    if not tcfg.multiscale:
+        return tcfg.input_size
+    final = min(FINAL_STEPS_AT_MAX, tcfg.max_steps // 10)
+    if step >= tcfg.max_steps - final:
+        return tcfg.multiscale_max
+    block = step // tcfg.multiscale_every
+    rng = np.random.default_rng([tcfg.seed, block])
+    lo, hi = tcfg.multiscale_min // 32, tcfg.multiscale_max // 32
+    return int(rng.integers(lo, hi + 1)) * 32
+
+
+def canvas_size(tcfg: TrainConfig) -> int:
+    """The size images are decoded and augmented to: the largest size any step uses."""
+    return tcfg.multiscale_max if tcfg.multiscale else tcfg.input_size
+
+
+def pad_boxes(
+    boxes: Sequence[Sequence[Sequence[float]]], labels: Sequence[Sequence[int]], max_boxes: int = MAX_BOXES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pack per-image box lists into (N, M, 4) float32 and (N, M) int32 with label -1 as padding.
+
+    Returns (boxes, labels, cut) where cut[i] counts the boxes of image i beyond ``max_boxes``
+    (kept out, as darknet does, and reported rather than dropped silently).
+    """
+    n = len(boxes)
+    out_b = np.zeros((n, max_boxes, 4), np.float32)
+    out_l = np.full((n, max_boxes), -1, np.int32)
+    cut = np.zeros(n, np.int32)
+    for i, (b, lab) in enumerate(zip(boxes, labels)):
+        k = min(len(b), max_boxes)
+        cut[i] = len(b) - k
+        if k:
+            out_b[i, :k] = np.asarray(b[:k], np.float32).reshape(k, 4)
+            out_l[i, :k] = np.asarray(lab[:k], np.int32)
+    return out_b, out_l, cut
+
+
+def _row_error(image_id: str, field: str, problem: str) -> ShardDataError:
+    return ShardDataError(f"shard row image_id={image_id!r}, field '{field}': {problem}")
+
+
+def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarray]:
+    """``map_batches`` function: JPEG bytes + boxes -> uint8 (N, size, size, 3) and padded boxes.
+
+    Augmentation draws from a generator seeded with the image id and fresh entropy: a new
+    augmentation every epoch, independent of which Ray worker decodes the row.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from yolo_core.transforms import augment as yolo_augment
+
+    ids = batch.column("image_id").to_pylist()
+    images = batch.column("image").to_pylist()
+    boxes_in = batch.column("boxes").to_pylist()
+    nodes_in = batch.column("box_nodes").to_pylist()
+    image_node = batch.column("image_node").to_pylist()
+    kinds = batch.column("kind").to_pylist()
+    entropy = np.random.SeedSequence().entropy
+    out_img = np.empty((len(ids), size, size, 3), np.uint8)
+    boxes_out: list[list[list[float]]] = []
+    nodes_out: list[list[int]] = []
+    lost = np.zeros(len(ids), np.int32)
+    for i, image_id in enumerate(ids):
+        if not images[i]:
+            raise _row_error(image_id, "image", "empty image bytes")
+        try:
+            img = Image.open(io.BytesIO(images[i]))
+            img = img.convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            raise _row_error(image_id, "image", f"not a decodable image ({e})") from None
+        b = np.asarray(boxes_in[i] or [], np.float32).reshape(-1, 4)
+        nodes = list(nodes_in[i] or [])
+        if len(nodes) != len(b):
+            raise _row_error(image_id, "box_nodes", f"{len(nodes)} labels for {len(b)} boxes")
+        if kinds[i] == "detection" and any(n < 0 for n in nodes):
+            raise _row_error(image_id, "box_nodes", f"negative node index in {nodes}")
+        if kinds[i] == "classification" and (image_node[i] is None or image_node[i] < 0):
+            raise _row_error(image_id, "image_node", f"classification row without a label node ({image_node[i]})")
+        rng = np.random.default_rng([seed, zlib.crc32(image_id.encode()), entropy])
+        a = yolo_augment(img, torch.from_numpy(b), size, rng=rng, **AUGMENT)
+        b = a.boxes.numpy()
+        nodes = [nodes[k] for k in a.kept.tolist()]
+        lost[i] = a.dropped
+        out_img[i] = (a.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        boxes_out.append(b.tolist())
+        nodes_out.append(nodes)
+    pb, pl, cut = pad_boxes(boxes_out, nodes_out)
+    label = np.asarray([n if k == "classification" else -1 for n, k in zip(image_node, kinds)], np.int64)
+    return {"image": out_img, "boxes": pb, "labels": pl, "image_label": label, "cut_boxes": cut + lost}
+
+
+def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None):
+    """All rows of the shard directories as one Ray Dataset (only the columns training reads)."""
+    import ray.data
+
+    from pipelines import storage
+
+    files: list[str] = []
+    for uri in shard_uris:
+        found = storage.list_files(uri, storage_options, suffix=".parquet")
+        if not found:
+            raise ShardDataError(f"shard directory {storage.redact_uri(uri)}: no .parquet files")
+        files.extend(found)
+    fs = None
+    if storage_options and any(storage.is_remote(f) for f in files):
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        fs = PyFileSystem(FSSpecHandler(storage.filesystem(files[0], storage_options)[0]))
+    return ray.data.read_parquet(files, columns=SHARD_COLUMNS, filesystem=fs)
+
+
+def count_kinds(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Rows per ``kind`` over the shard directories (reads only that column)."""
+    import pyarrow.parquet as pq
+
+    from pipelines import storage
+
+    counts: dict[str, int] = {}
+    for uri in shard_uris:
+        for f in storage.list_files(uri, storage_options, suffix=".parquet"):
+            fs, path = storage.filesystem(f, storage_options)
+            for kind in pq.read_table(path, columns=["kind"], filesystem=fs)["kind"].to_pylist():
+                counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Fail before starting workers when a stream the mode needs cannot fill one batch per worker."""
+    from pipelines import storage
+
+    have = count_kinds(shard_uris, storage_options)
+    kind = {"det": "detection", "cls": "classification"}
+    for name, n in batch_split(tcfg).items():
+        need = n * tcfg.num_workers
+        if have.get(kind[name], 0) < need:
+            where = ", ".join(storage.redact_uri(u) for u in shard_uris)
+            raise ShardDataError(
+                f"train.mode={tcfg.mode} needs at least {need} '{kind[name]}' rows ({n} per micro-batch x "
+                f"{tcfg.num_workers} workers); the shards ({where}) hold {have.get(kind[name], 0)}")
+
+
+def training_datasets(ds, tcfg: TrainConfig) -> dict[str, Any]:
+    """Split the rows by kind for the mode and attach decode + augmentation (lazy)."""
+    wanted = {"detect": ["det"], "classify": ["cls"], "joint": ["det", "cls"]}[tcfg.mode]
+    kind = {"det": "detection", "cls": "classification"}
+    out = {}
+    for name in wanted:
+        part = ds.filter(expr=f"kind == '{kind[name]}'").randomize_block_order(seed=tcfg.seed)
+        out[name] = part.map_batches(
+            decode_augment, batch_format="pyarrow", batch_size=16,
+            fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
+        )
+    return out
+
+
+def batch_split(tcfg: TrainConfig) -> dict[str, int]:
+    """Rows per micro-batch from each stream: det_fraction of the batch is detection rows."""
+    micro = tcfg.batch_size // tcfg.subdivisions
+    if tcfg.mode == "detect":
+        return {"det": micro}
+    if tcfg.mode == "classify":
+        return {"cls": micro}
+    n_det = min(micro, max(1, round(micro * tcfg.det_fraction))) if tcfg.det_fraction > 0 else 0
+    return {k: v for k, v in {"det": n_det, "cls": micro - n_det}.items() if v > 0}
+
+
+class _Stream:
+    """Endless batches from one dataset shard, epoch after epoch, with a resumable position."""
+
+    def __init__(self, it: Any, batch_size: int, seed: int, epoch: int = 0, batch: int = 0) -> None:
+        self.it, self.batch_size, self.seed = it, batch_size, seed
+        self.epoch, self.batch = epoch, batch
+        self._gen = self._batches()
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        skip = self.batch  # on resume, the batches of this epoch already trained on
+        while True:
+            n = 0
+            for b in self.it.iter_torch_batches(
+                batch_size=self.batch_size, drop_last=True, device="cpu", prefetch_batches=2,
+                local_shuffle_buffer_size=4 * self.batch_size, local_shuffle_seed=self.seed + self.epoch,
+            ):
+                n += 1
+                if skip:
+                    skip -= 1
+                    continue
+                self.batch += 1
+                yield b
+            if n == 0:
+                raise ShardDataError(f"a training stream has fewer rows than one batch ({self.batch_size}) "
+                                     "on this worker: add data or lower train.batch_size")
+            self.epoch, self.batch, skip = self.epoch + 1, 0, 0
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        return next(self._gen)
+
+
+class JointBatches:
+    """Micro-batches mixing the streams in fixed counts; ``position`` is what a checkpoint saves."""
+
+    def __init__(self, iterators: Mapping[str, Any], counts: Mapping[str, int], seed: int,
+                 position: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        position = position or {}
+        self.streams = {
+            name: _Stream(iterators[name], n, seed + 7919 * i, **dict(position.get(name, {})))
+            for i, (name, n) in enumerate(counts.items())
+        }
+        self.wait_s = 0.0  # time spent waiting for data since the last reset
+
+    def position(self) -> dict[str, dict[str, int]]:
+        return {k: {"epoch": s.epoch, "batch": s.batch} for k, s in self.streams.items()}
+
+    def next(self, size: int) -> dict[str, torch.Tensor]:
+        """The next micro-batch resized to ``size``: image float (B, 3, size, size) in [0, 1]."""
+        t0 = time.perf_counter()
+        parts = [next(s) for s in self.streams.values()]
+        self.wait_s += time.perf_counter() - t0
+        batch = {k: torch.cat([p[k] for p in parts]) for k in ("image", "boxes", "labels", "image_label", "cut_boxes")}
+        batch["image"] = resize_images(batch["image"], size)
+        batch["labels"] = batch["labels"].long()
+        batch["image_label"] = batch["image_label"].long()
+        return batch
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, S, S, 3) -> float (B, 3, size, size) in [0, 1]; boxes are fractions, unchanged."""
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.contiguous()

@@ -1,0 +1,202 @@
+"""The per-worker training function, readable top to bottom.
+
+    build the model -> restore a checkpoint (or warm start) -> wrap in DDP ->
+    for each step: pick the input size, set the lr, accumulate `subdivisions` micro-batches
+    (forward, loss, backward), optimizer step, log, checkpoint.
+
+Ray Train runs :func:`train_loop_per_worker` on every worker; ``config`` comes from
+stage.run_train (the config as a dict, the tree, the anchors, the MLflow run). A step is one
+optimizer update (darknet's "iteration"); ``seen`` counts images over all workers, which is
+what darknet's region warm-up (the first 12,800 images) looks at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pipelines.config import Config, config_from_dict
+from pipelines.train import checkpoint as ckpt_io
+from pipelines.train.data import JointBatches, batch_split, multiscale_size
+from pipelines.train.optim import build_optimizer, learning_rate, param_groups, set_lr
+from pipelines.train.tracking import Tracker, prediction_grid, system_tags
+
+log = logging.getLogger("y9k.train")
+# Score threshold of the preview grids (eval.thresh is for mAP, far too low for a picture).
+PREVIEW_THRESH = 0.1
+
+
+def build_model(cfg: Config, tree: Any, anchors: list[list[float]] | None) -> torch.nn.Module:
+    """The configured network; with a tree, one output per tree node."""
+    from yolo_core.models import create_model
+
+    kw: dict[str, Any] = {"width": cfg.model.width}
+    if tree is not None:
+        kw["num_classes"] = tree.num_nodes
+    if anchors and cfg.train.mode != "classify":
+        kw["anchors"] = anchors
+    return create_model(cfg.model.name, **kw)
+
+
+def schedule_of(cfg: Config) -> dict[str, Any]:
+    """What fixes the meaning of a step: stored in checkpoints, checked on resume."""
+    t = cfg.train
+    return {"lr": t.lr, "policy": t.policy, "steps": list(t.steps), "scales": list(t.scales), "power": t.power,
+            "burn_in": t.burn_in, "max_steps": t.max_steps, "batch_size": t.batch_size}
+
+
+def classify_loss(logits: torch.Tensor, label: torch.Tensor, tree: Any) -> dict[str, torch.Tensor]:
+    """Classifier loss: hierarchical cross-entropy through the tree, or flat softmax."""
+    cls = tree.nll(logits, label).mean() if tree is not None else F.cross_entropy(logits, label)
+    return {"total": cls, "cls": cls}
+
+
+@torch.no_grad()
+def log_predictions(model: torch.nn.Module, jpegs: list[bytes], cfg: Config, tree: Any, tracker: Tracker,
+                    step: int, device: torch.device) -> None:
+    """Draw the model's detections on the fixed preview images and log the grid (rank 0 only)."""
+    import io
+
+    from PIL import Image
+
+    from yolo_core.postprocess import detect
+    from yolo_core.transforms import letterbox
+
+    x = torch.stack([letterbox(Image.open(io.BytesIO(b)).convert("RGB"), cfg.eval.input_size)[0] for b in jpegs])
+    model.eval()
+    raw = model(x.to(device)).float()
+    model.train()
+    dets = detect(raw, model.anchors, model.num_classes, tree=tree, thresh=PREVIEW_THRESH,
+                  hier_thresh=cfg.eval.hier_thresh, nms=cfg.eval.nms)
+    tracker.log_image(prediction_grid(x, dets), f"predictions/step_{step:07d}.png")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from yolo_core.region import RegionLoss
+    from yolo_core.tree import Tree
+
+    cfg = config_from_dict(config["cfg"])
+    t = cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(t.seed + rank)
+
+    # Model and optimizer.
+    tree = Tree(config["tree"]["parents"]) if config.get("tree") else None
+    model = build_model(cfg, tree, config.get("anchors"))
+    optimizer = build_optimizer(param_groups(model, t.weight_decay), t)
+
+    # Restore: the whole state from the latest checkpoint of this run, else a warm start.
+    step, seen, position, run_id, restored, warm = 0, 0, None, config.get("run_id"), False, ""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state, worker = ckpt_io.read_checkpoint(d, rank)
+        ckpt_io.check_schedule(state["schedule"], schedule_of(cfg), str(checkpoint.path))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, seen, run_id, restored = state["step"], state["seen"], state.get("run_id") or run_id, True
+        if worker is not None:
+            ckpt_io.set_rng_state(worker["rng"])
+            position = worker["position"]
+    elif cfg.model.init_weights:
+        warm = ckpt_io.warm_start(model, cfg.model.init_weights, cfg.storage.options, config.get("tracking_uri"))
+        log.info("warm start: %s", warm)
+    model = ray.train.torch.prepare_model(model)  # DDP on >1 worker (gloo on CPU, NCCL on GPU)
+    core = model.module if hasattr(model, "module") else model
+
+    # Loss: darknet's region loss for detectors, (hierarchical) cross-entropy for the classifier.
+    tree_dev = tree.to(device) if tree is not None else None
+    loss_fn = None
+    if t.mode != "classify":
+        loss_fn = RegionLoss(core.anchors.detach().cpu(), core.num_classes, tree=tree_dev,
+                             variant=t.loss_variant).to(device)
+
+    # Tracking on rank 0: the same run before and after a resume.
+    tracker = Tracker(config.get("tracking_uri"), run_id, rank == 0)
+    if not restored:
+        tracker.log_params(cfg.flat())
+        tracker.set_tags({**system_tags(world, str(device)), **config.get("tags", {}), "warm_start": warm or "none"})
+        tracker.log_text(cfg.to_yaml(), "config.yaml")
+        if config.get("anchors"):
+            tracker.log_dict({"anchors": config["anchors"]}, "anchors.json")
+    tracker.log_metrics({"resumed_from_step": step}, step=step)
+
+    # Data: this worker's shard of each stream, restored to where it stopped.
+    counts = batch_split(t)
+    batches = JointBatches({k: ray.train.get_dataset_shard(k) for k in counts}, counts, t.seed + rank, position)
+    micro = sum(counts.values())
+    use_amp = t.amp and device.type == "cuda"
+    stop = min(t.max_steps, config.get("stop_after") or t.max_steps)
+
+    sums: dict[str, float] = defaultdict(float)
+    window_start, window_steps, window_cut = time.perf_counter(), 0, 0
+    batches.wait_s = 0.0
+    while step < stop:
+        size = multiscale_size(step, t)
+        lr = learning_rate(step, t, world)
+        set_lr(optimizer, lr)
+        optimizer.zero_grad(set_to_none=True)
+        for i in range(t.subdivisions):
+            batch = batches.next(size)
+            x = batch["image"].to(device, non_blocking=True)
+            seen += micro * world  # darknet counts this batch before computing its loss
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            sync = contextlib.nullcontext() if i == t.subdivisions - 1 or world == 1 else model.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(x)
+                if loss_fn is None:
+                    parts = classify_loss(out.float(), batch["image_label"].to(device), tree_dev)
+                else:
+                    targets = {k: batch[k].to(device) for k in ("boxes", "labels", "image_label")}
+                    parts = loss_fn(out.float(), targets, seen)
+                (parts["total"] / t.subdivisions).backward()
+            window_cut += int(batch["cut_boxes"].sum())
+            for k, v in parts.items():
+                sums[k] += float(v.detach()) / t.subdivisions
+        optimizer.step()
+        step += 1
+        window_steps += 1
+
+        if step % t.log_every == 0 or step == stop:
+            elapsed = time.perf_counter() - window_start
+            metrics = {f"loss_{k}": v / window_steps for k, v in sums.items()}
+            metrics.update({
+                "lr": lr, "input_size": size, "seen": seen, "boxes_cut": window_cut,
+                "images_per_s": window_steps * t.batch_size * world / elapsed,
+                "data_wait_fraction": batches.wait_s / elapsed,
+            })
+            tracker.log_metrics(metrics, step=step)
+            sums.clear()
+            window_start, window_steps, window_cut, batches.wait_s = time.perf_counter(), 0, 0, 0.0
+
+        if t.eval_every and step % t.eval_every == 0 and rank == 0 and config.get("preview"):
+            log_predictions(core, config["preview"], cfg, tree_dev, tracker, step, device)
+
+        if step % t.checkpoint_every == 0 or step == stop:
+            with tempfile.TemporaryDirectory() as d:
+                state = None
+                if rank == 0:
+                    state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                             "seen": seen, "run_id": run_id, "schedule": schedule_of(cfg)}
+                ckpt_io.write_checkpoint(d, rank, {"position": batches.position(), "step": step}, state)
+                tracker.flush()  # the logged metrics are durable before the checkpoint is
+                ray.train.report({"step": step, "seen": seen, "lr": lr},
+                                 checkpoint=ray.train.Checkpoint.from_directory(d),
+                                 checkpoint_dir_name=f"checkpoint_{step:09d}")
+    if step >= t.max_steps:
+        tracker.finish("FINISHED")
+    else:
+        tracker.flush()

@@ -1,0 +1,181 @@
+"""The `train` stage: build a Ray Train ``TorchTrainer`` from the config and run it.
+
+    result = run_train(cfg, shards=[".../shards/coco-train", ".../shards/imagenet-train"],
+                       tree=wordtree, anchors=[[w, h], ...], out_uri=".../train/demo")
+
+``out_uri`` is the run's storage path (local or ``s3://...``): Ray Train writes the
+checkpoints there (``checkpoint_<step>/``), and calling ``run_train`` again with the same
+``out_uri`` resumes from the latest one (Ray restores its checkpoint manager from that
+directory), continuing the step counter, the lr schedule and the same MLflow run (its id is
+kept in ``mlflow_run.json`` and in every checkpoint). A finished run (manifest with the same
+config hash) is not trained again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines import manifest, storage
+from pipelines.config import Config
+from pipelines.errors import StageError
+from pipelines.train.data import check_rows, read_shards, training_datasets
+from pipelines.train.loop import train_loop_per_worker
+from pipelines.train.tracking import create_run, resolve_tracking_uri
+
+log = logging.getLogger("y9k.train")
+
+RUN_FILE = "mlflow_run.json"
+
+
+@dataclass
+class TrainResult:
+    out_uri: str
+    run_id: str | None
+    step: int
+    checkpoint_uri: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+
+def _tree_payload(tree: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """A WordTree / yolo_core Tree as plain lists for the workers, and its tags."""
+    if tree is None:
+        return None, {}
+    parents = [int(p) for p in (tree.parents.tolist() if hasattr(tree.parents, "tolist") else tree.parents)]
+    tags = {"tree_nodes": str(len(parents))}
+    if hasattr(tree, "content_hash"):
+        tags["tree_hash"] = tree.content_hash()
+    return {"parents": parents}, tags
+
+
+def preview_images(shards: Sequence[str], count: int, storage_options: dict[str, Any]) -> list[bytes]:
+    """JPEG bytes of the first ``count`` detection rows: the fixed images whose predictions are
+    drawn at every evaluation interval."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out: list[bytes] = []
+    for uri in shards:
+        for f in storage.list_files(uri, storage_options, suffix=".parquet"):
+            fs, path = storage.filesystem(f, storage_options)
+            table = pq.read_table(path, columns=["kind", "image"], filesystem=fs)
+            table = table.filter(pc.equal(table["kind"], "detection"))
+            out.extend(table["image"].to_pylist()[: count - len(out)])
+            if len(out) >= count:
+                return out
+    return out
+
+
+def _run_id(cfg: Config, out_uri: str, tracking_uri: str, tags: dict[str, str]) -> str:
+    """The MLflow run of this training run: created once, reused by every resume."""
+    opts = cfg.storage.options
+    run_file = storage.join(out_uri, RUN_FILE)
+    if storage.exists(run_file, opts):
+        return storage.read_json(run_file, opts)["run_id"]
+    name = out_uri.rstrip("/").rsplit("/", 1)[-1]
+    run_id = create_run(tracking_uri, cfg.mlflow.experiment, f"train-{name}", {"stage": "train", **tags})
+    storage.write_json(run_file, {"run_id": run_id, "tracking_uri": storage.redact_uri(tracking_uri)}, opts)
+    return run_id
+
+
+def _storage_filesystem(uri: str, options: dict[str, Any]):
+    """A pyarrow filesystem for Ray Train when fsspec options (endpoint, keys) are configured."""
+    if not options or not storage.is_remote(uri):
+        return None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return PyFileSystem(FSSpecHandler(storage.filesystem(uri, options)[0]))
+
+
+def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[Sequence[float]] | None,
+              out_uri: str, stop_after: int | None = None) -> TrainResult:
+    """Train (or resume) on the shard directories; ``stop_after`` ends this call at that step
+    with a checkpoint (the schedule still spans ``train.max_steps``)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    t = cfg.train
+    out_uri = storage.normalize(out_uri)
+    opts = cfg.storage.options
+    config_hash = cfg.hash("model", "train")
+    done = manifest.read_manifest(out_uri, opts)
+    if done is not None and done.config_hash == config_hash:
+        log.info("train: %s is complete (step %s), skipped", storage.redact_uri(out_uri), done.counts.get("step"))
+        return TrainResult(out_uri, done.extra.get("run_id"), int(done.counts.get("step", 0)),
+                           done.extra.get("checkpoint_uri"), dict(done.extra.get("metrics", {})), skipped=True)
+
+    check_rows(list(shards), t, opts)
+    tree_payload, tags = _tree_payload(tree)
+    tracking_uri = resolve_tracking_uri(cfg)
+    run_id = _run_id(cfg, out_uri, tracking_uri, tags)
+    datasets = training_datasets(read_shards(list(shards), opts), t)
+
+    parent, name = out_uri.rstrip("/").rsplit("/", 1)
+    fs = _storage_filesystem(out_uri, opts)
+    if fs is not None:  # with an explicit filesystem Ray wants the path inside it, no scheme
+        parent = parent.split("://", 1)[1]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": cfg.to_dict(), "tree": tree_payload, "tags": tags, "run_id": run_id,
+            "tracking_uri": tracking_uri, "stop_after": stop_after,
+            "preview": preview_images(shards, cfg.eval.draw_images, opts) if t.eval_every and t.mode != "classify" else [],
+            "anchors": [list(map(float, a)) for a in anchors] if anchors is not None else None,
+        },
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=parent, storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+        # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
+        dataset_config=ray.train.DataConfig(execution_options=_ordered_ingest()),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # the worker's own error says what was wrong with which row or file
+        cause = _root_cause(e)
+        if getattr(type(cause), "user_facing", False):
+            raise StageError(f"train: {cause}") from e
+        raise
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
+    step = int(metrics.get("step", 0))
+    ckpt_uri = result.checkpoint.path if result.checkpoint is not None else None
+    if ckpt_uri is not None and storage.is_remote(out_uri):
+        ckpt_uri = f"{out_uri.split('://', 1)[0]}://{ckpt_uri}"
+    if step >= t.max_steps:
+        manifest.commit(out_uri, manifest.Manifest(
+            stage="train", inputs_fingerprint=manifest.fingerprint_uris(list(shards), opts), config_hash=config_hash,
+            counts={"step": step}, extra={"run_id": run_id, "checkpoint_uri": ckpt_uri, "metrics": metrics},
+        ), opts)
+    return TrainResult(out_uri, run_id, step, ckpt_uri, metrics)
+
+
+def _ordered_ingest():
+    """Ray Train's default ingest options with the row order preserved."""
+    import ray.train
+
+    opts = ray.train.DataConfig.default_ingest_options()
+    opts.preserve_order = True
+    return opts
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The innermost error of a Ray failure chain (a worker's exception, when there is one)."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        nxt = getattr(e, "cause", None) or getattr(e, "worker_failures", None) or e.__cause__
+        if isinstance(nxt, dict):
+            nxt = next(iter(nxt.values()), None)
+        if nxt is None or not isinstance(nxt, BaseException):
+            break
+        e = nxt
+    return e

@@ -1,0 +1,213 @@
+"""Training data path: multi-scale schedule, box padding, joint batching and its position."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.config import TrainConfig
+from pipelines.train.data import (
+    MAX_BOXES,
+    JointBatches,
+    batch_split,
+    canvas_size,
+    multiscale_size,
+    pad_boxes,
+    resize_images,
+)
+
+
+def test_multiscale_is_a_function_of_step_and_seed():
+    t = TrainConfig(max_steps=10_000, multiscale_min=320, multiscale_max=608, multiscale_every=10, seed=3)
+    sizes = [multiscale_size(s, t) for s in range(2000)]
+    # The same call on another "worker" (a fresh call, nothing shared) gives the same sizes.
+    assert sizes == [multiscale_size(s, TrainConfig(**vars(t))) for s in range(2000)]
+    assert all(320 <= s <= 608 and s % 32 == 0 for s in sizes)
+    # Constant inside each block of 10 steps, and every size of the range is used.
+    for b in range(200):
+        assert len(set(sizes[b * 10:(b + 1) * 10])) == 1
+    assert set(sizes) == set(range(320, 609, 32))
+    # Another seed gives another sequence.
+    other = TrainConfig(**{**vars(t), "seed": 4})
+    assert sizes != [multiscale_size(s, other) for s in range(2000)]
+
+
+def test_multiscale_final_steps_and_off():
+    t = TrainConfig(max_steps=300, multiscale_min=192, multiscale_max=320)
+    assert all(multiscale_size(s, t) == 320 for s in range(270, 300))  # the last tenth at the largest
+    assert len({multiscale_size(s, t) for s in range(0, 270)}) > 1
+    fixed = TrainConfig(multiscale=False, input_size=256)
+    assert {multiscale_size(s, fixed) for s in range(100)} == {256}
+    assert canvas_size(t) == 320 and canvas_size(fixed) == 256
+
+
+def test_pad_boxes_pads_with_minus_one_and_counts_cut_boxes():
+    boxes = [[[0.5, 0.5, 0.2, 0.3]], [], [[0.1, 0.2, 0.1, 0.1]] * (MAX_BOXES + 3)]
+    labels = [[7], [], list(range(MAX_BOXES + 3))]
+    b, lab, cut = pad_boxes(boxes, labels)
+    assert b.shape == (3, MAX_BOXES, 4) and lab.shape == (3, MAX_BOXES)
+    assert lab[0, 0] == 7 and (lab[0, 1:] == -1).all()
+    np.testing.assert_allclose(b[0, 0], [0.5, 0.5, 0.2, 0.3])
+    assert (lab[1] == -1).all() and (b[1] == 0).all()
+    assert list(lab[2]) == list(range(MAX_BOXES))  # the first 30 are kept, as in darknet
+    assert list(cut) == [0, 0, 3]
+
+
+@pytest.mark.parametrize("mode,frac,expected", [
+    ("joint", 0.5, {"det": 8, "cls": 8}),
+    ("joint", 0.2, {"det": 3, "cls": 13}),
+    ("joint", 0.0, {"cls": 16}),
+    ("joint", 1.0, {"det": 16}),
+    ("detect", 0.2, {"det": 16}),
+    ("classify", 0.2, {"cls": 16}),
+])
+def test_batch_split(mode, frac, expected):
+    assert batch_split(TrainConfig(mode=mode, det_fraction=frac, batch_size=16)) == expected
+
+
+def test_batch_split_uses_micro_batches():
+    assert batch_split(TrainConfig(mode="joint", det_fraction=0.25, batch_size=64, subdivisions=8)) == {"det": 2, "cls": 6}
+
+
+def test_resize_images_to_step_size():
+    img = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    x = resize_images(img, 32)
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    same = resize_images(img, 64)
+    assert torch.equal(same, img.permute(0, 3, 1, 2).float() / 255)
+
+
+def _stream(ray, n: int, kind: str, start: int):
+    """Already-decoded rows as map_batches would emit them; row ids go in image_label."""
+    rows = {
+        "image": np.zeros((n, 8, 8, 3), np.uint8),
+        "boxes": np.zeros((n, MAX_BOXES, 4), np.float32),
+        "labels": np.full((n, MAX_BOXES), -1, np.int32),
+        "image_label": np.arange(start, start + n, dtype=np.int64),
+        "cut_boxes": np.zeros(n, np.int32),
+    }
+    if kind == "det":
+        rows["labels"][:, 0] = 1
+    return ray.data.from_items([{k: v[i] for k, v in rows.items()} for i in range(n)])
+
+
+@pytest.fixture
+def ordered(ray_local):
+    """Deterministic row order, as the trainer's data config asks for (see stage.run_train)."""
+    ctx = ray_local.data.DataContext.get_current()
+    old = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    yield ray_local
+    ctx.execution_options.preserve_order = old
+
+
+def test_joint_batches_mix_streams_and_resume_position(ordered):
+    ray_local = ordered
+    det = _stream(ray_local, 10, "det", 0)
+    cls = _stream(ray_local, 12, "cls", 100)
+    counts = {"det": 2, "cls": 3}
+    jb = JointBatches({"det": det.iterator(), "cls": cls.iterator()}, counts, seed=0)
+    seen = []
+    for _ in range(7):  # 7 steps: det wraps after 5 batches, cls after 4
+        b = jb.next(16)
+        assert b["image"].shape == (5, 3, 16, 16)
+        assert (b["labels"][:2, 0] == 1).all() and (b["labels"][2:] == -1).all()
+        seen.append(b["image_label"].tolist())
+    assert jb.position() == {"det": {"epoch": 1, "batch": 2}, "cls": {"epoch": 1, "batch": 3}}
+    # Each epoch of the det stream covers its rows once.
+    first_epoch_det = [i for s in seen[:5] for i in s[:2]]
+    assert sorted(first_epoch_det) == list(range(10))
+    # A new reader restored at the saved position continues with the rest of the epoch.
+    resumed = JointBatches({"det": det.iterator(), "cls": cls.iterator()}, counts, seed=0, position=jb.position())
+    nxt = resumed.next(16)
+    assert resumed.position() == {"det": {"epoch": 1, "batch": 3}, "cls": {"epoch": 1, "batch": 4}}
+    expected = jb.next(16)
+    assert nxt["image_label"].tolist() == expected["image_label"].tolist()
+
+
+def _shard_table(rows: list[dict]):
+    import pyarrow as pa
+
+    schema = pa.schema([("image_id", pa.string()), ("kind", pa.string()), ("image", pa.binary()),
+                        ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_nodes", pa.list_(pa.int32())),
+                        ("image_node", pa.int32())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _jpeg(w: int, h: int, box_px: tuple[int, int, int, int] | None = None) -> bytes:
+    import io
+
+    from PIL import Image
+
+    img = np.full((h, w, 3), 128, np.uint8)
+    if box_px:
+        x0, y0, x1, y1 = box_px
+        img[y0:y1, x0:x1] = (250, 10, 10)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_decode_augment_outputs_fixed_size_tensors_and_follows_boxes():
+    from pipelines.train.data import decode_augment
+
+    table = _shard_table([
+        {"image_id": "coco/1", "kind": "detection", "image": _jpeg(80, 60, (20, 15, 60, 45)),
+         "boxes": [[0.5, 0.5, 0.5, 0.5]], "box_nodes": [4], "image_node": -1},
+        {"image_id": "imagenet/2", "kind": "classification", "image": _jpeg(50, 70), "boxes": [],
+         "box_nodes": [], "image_node": 9},
+    ])
+    out = decode_augment(table, size=64, seed=0)
+    assert out["image"].shape == (2, 64, 64, 3) and out["image"].dtype == np.uint8
+    assert out["boxes"].shape == (2, MAX_BOXES, 4) and list(out["image_label"]) == [-1, 9]
+    assert out["labels"][0, 0] == 4 and (out["labels"][0, 1:] == -1).all() and (out["labels"][1] == -1).all()
+    # The red square is where the transformed box says (the box follows jitter, flip and placement);
+    # HSV jitter changes its shade but not that red dominates, and grey stays grey.
+    cx, cy, w, h = out["boxes"][0, 0]
+    x0, x1 = int((cx - w / 2) * 64) + 2, int((cx + w / 2) * 64) - 2
+    y0, y1 = int((cy - h / 2) * 64) + 2, int((cy + h / 2) * 64) - 2
+    img = out["image"][0].astype(int)
+    redness = img[..., 0] - img[..., 1]
+    assert (redness[y0:y1, x0:x1] > 60).mean() > 0.9
+    outside = np.ones((64, 64), bool)
+    outside[max(0, y0 - 6):y1 + 6, max(0, x0 - 6):x1 + 6] = False
+    assert (np.abs(redness[outside]) < 30).mean() > 0.95
+
+
+def test_decode_augment_names_the_bad_row_and_field():
+    from pipelines.train.data import ShardDataError, decode_augment
+
+    bad = _shard_table([{"image_id": "coco/7", "kind": "detection", "image": b"not a jpeg",
+                         "boxes": [], "box_nodes": [], "image_node": -1}])
+    with pytest.raises(ShardDataError, match=r"image_id='coco/7', field 'image': not a decodable image"):
+        decode_augment(bad, size=32, seed=0)
+    mismatch = _shard_table([{"image_id": "coco/8", "kind": "detection", "image": _jpeg(32, 32),
+                              "boxes": [[0.5, 0.5, 0.2, 0.2]], "box_nodes": [], "image_node": -1}])
+    with pytest.raises(ShardDataError, match=r"image_id='coco/8', field 'box_nodes': 0 labels for 1 boxes"):
+        decode_augment(mismatch, size=32, seed=0)
+    unlabeled = _shard_table([{"image_id": "imagenet/3", "kind": "classification", "image": _jpeg(32, 32),
+                               "boxes": [], "box_nodes": [], "image_node": -1}])
+    with pytest.raises(ShardDataError, match=r"image_id='imagenet/3', field 'image_node'"):
+        decode_augment(unlabeled, size=32, seed=0)
+    assert ShardDataError.user_facing
+
+
+def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipelines.train.data import ShardDataError, check_rows, count_kinds
+
+    d = tmp_path / "shards" / "coco-train"
+    d.mkdir(parents=True)
+    rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"", "boxes": [], "box_nodes": [],
+             "image_node": -1} for i in range(6)]
+    pq.write_table(_shard_table(rows), d / "part-00000.parquet")
+    (d / "manifest.json").write_text("{}")
+    assert count_kinds([str(d)]) == {"detection": 6}
+    check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1))
+    with pytest.raises(ShardDataError, match=r"needs at least 8 'detection' rows .* hold 6"):
+        check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=2))
+    with pytest.raises(ShardDataError, match=r"train.mode=joint needs at least 2 'classification' rows.*coco-train"):
+        check_rows([str(d)], TrainConfig(mode="joint", batch_size=4, det_fraction=0.5))

@@ -1,0 +1,94 @@
+"""Darknet's learning-rate policies and SGD parameter groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pipelines.config import TrainConfig
+from pipelines.train.optim import base_lr, build_optimizer, learning_rate, param_groups, set_lr
+
+
+def darknet_rate(batch_num: int, lr: float, burn_in: int, power: float, policy: str,
+                 steps: list[int], scales: list[float], max_batches: int) -> float:
+    """src/network.c get_current_rate, transcribed line by line."""
+    if batch_num < burn_in:
+        return lr * pow(batch_num / burn_in, power)
+    if policy == "constant":
+        return lr
+    if policy == "steps":
+        rate = lr
+        for s, sc in zip(steps, scales):
+            if s > batch_num:
+                return rate
+            rate *= sc
+        return rate
+    if policy == "poly":
+        return lr * pow(1 - batch_num / max_batches, power)
+    raise AssertionError(policy)
+
+
+def test_yolov2_schedule_known_values():
+    t = TrainConfig()  # yolov2 / yolo9000 HEAD: lr .001, burn_in 1000, steps 400k 450k x .1
+    assert learning_rate(0, t) == 0.0
+    assert learning_rate(500, t) == pytest.approx(0.001 * 0.5**4)
+    assert learning_rate(1000, t) == pytest.approx(0.001)
+    assert learning_rate(399_999, t) == pytest.approx(0.001)
+    assert learning_rate(400_000, t) == pytest.approx(0.0001)
+    assert learning_rate(450_000, t) == pytest.approx(0.00001)
+
+
+@pytest.mark.parametrize("policy", ["steps", "poly", "constant"])
+def test_matches_darknet_formula_everywhere(policy):
+    t = TrainConfig(lr=0.1, burn_in=20, policy=policy, steps=[50, 80], scales=[0.5, 0.2], power=4.0,
+                    max_steps=100, scale_lr_with_workers=False)
+    for step in range(0, 100):
+        expected = darknet_rate(step, 0.1, 20, 4.0, policy, [50, 80], [0.5, 0.2], 100)
+        assert learning_rate(step, t) == pytest.approx(expected, rel=1e-12, abs=1e-15), step
+
+
+def test_classifier_poly_value():
+    t = TrainConfig(lr=0.1, burn_in=0, policy="poly", power=4.0, max_steps=1000)
+    assert learning_rate(500, t) == pytest.approx(0.1 * 0.5**4)
+    assert learning_rate(1000, t) == 0.0
+
+
+def test_lr_scales_linearly_with_workers():
+    t = TrainConfig(lr=0.001, burn_in=0, policy="constant")
+    assert base_lr(t, 8) == pytest.approx(0.008)
+    assert learning_rate(10, t, world_size=4) == pytest.approx(0.004)
+    off = TrainConfig(lr=0.001, burn_in=0, policy="constant", scale_lr_with_workers=False)
+    assert learning_rate(10, off, world_size=4) == pytest.approx(0.001)
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.LeakyReLU(0.1),
+                         nn.Conv2d(4, 6, 1, bias=True))
+
+
+def test_decay_only_on_conv_weights():
+    net = _net()
+    groups = param_groups(net, 0.0005)
+    decayed = {id(p) for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 0.0005 and groups[1]["weight_decay"] == 0.0
+    assert decayed == {id(net[0].weight), id(net[3].weight)}
+    others = {id(p) for p in groups[1]["params"]}
+    assert others == {id(net[1].weight), id(net[1].bias), id(net[3].bias)}
+    assert len(decayed) + len(others) == len(list(net.parameters()))
+
+
+def test_sgd_step_decays_conv_weights_only():
+    net = _net()
+    t = TrainConfig(momentum=0.9, weight_decay=0.01)
+    opt = build_optimizer(param_groups(net, t.weight_decay), t)
+    set_lr(opt, 0.1)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)  # no loss gradient: only weight decay moves anything
+    opt.step()
+    after = dict(net.named_parameters())
+    assert torch.allclose(after["0.weight"], before["0.weight"] * (1 - 0.1 * 0.01))
+    assert torch.allclose(after["3.weight"], before["3.weight"] * (1 - 0.1 * 0.01))
+    for name in ("1.weight", "1.bias", "3.bias"):
+        assert torch.equal(after[name], before[name]), name
