@@ -80,6 +80,12 @@ class WordTreeConfig:
     root: str = "physical_entity.n.01"
     # Labels with no path to the root: attach under an extra root, skip with a warning, or fail.
     orphans: Literal["extra_root", "skip", "fail"] = "extra_root"
+    # How chosen paths enter the tree: 'paths' (the paper's 1369 nodes for ImageNet-1k) or
+    # 'incremental' (darknet's label-by-label growth: 95% of 9k.tree's parents).
+    method: Literal["paths", "incremental"] = "paths"
+    # When a DET class counts as seen: boxes at or below its node ('subtree'), at its node
+    # ('identical'), or anywhere on its root path ('related').
+    seen_rule: Literal["subtree", "identical", "related"] = "subtree"
 
 
 @dataclass

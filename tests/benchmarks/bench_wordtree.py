@@ -1,0 +1,90 @@
+"""WordTree benchmark: the 9k build, and tree softmax + absolute probabilities vs a flat softmax.
+
+    .venv/bin/python tests/benchmarks/bench_wordtree.py [--batch 64]
+
+Targets (issue 3): the 9k tree (default method) builds in < 10 s (WordNet already loaded); group softmax +
+absolute probabilities over 9,418 nodes for 13x13x3xB predictions, forward and backward,
+within 1.5x of a flat softmax of the same shape, timed alternately in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+os.environ.setdefault("Y9K_TREE_KERNEL", "1")  # measure the fused kernel where it can be built
+from tests.benchmarks._common import time_alternating, write_result  # noqa: E402
+from wordtree_build.build import build_wordtree  # noqa: E402
+from wordtree_build.labelmaps import nine_k_wnids  # noqa: E402
+from wordtree_build.wordnet import load_wordnet  # noqa: E402
+from yolo_core.tree import Tree, fused_kernel  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    wn = load_wordnet()
+    wn.synset("dog.n.01")
+    wn_s = time.perf_counter() - t0
+    builds = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        wt, _ = build_wordtree(nine_k_wnids(), wn=wn)
+        builds.append(time.perf_counter() - t0)
+    build_s = sorted(builds)[len(builds) // 2]
+
+    wt, _ = build_wordtree(nine_k_wnids(), wn=wn, method="incremental")
+    tree = Tree.from_wordtree(wt)
+    fused = fused_kernel() is not None
+    rows = 13 * 13 * 3 * args.batch
+    torch.manual_seed(0)
+    x = torch.randn(rows, tree.num_nodes, requires_grad=True)
+    g = torch.randn(rows, tree.num_nodes)
+
+    def flat() -> None:
+        x.grad = None
+        torch.softmax(x, -1).backward(g)
+
+    def hier() -> None:
+        x.grad = None
+        tree.absolute_softmax(x).backward(g)
+
+    timing = time_alternating({"tree": hier, "flat": flat}, repeats=args.repeats, warmup=1)
+    ratio = timing["tree"]["median"] / timing["flat"]["median"]
+    meets = build_s < 10 and ratio <= 1.5
+    path = write_result(
+        "wordtree",
+        workload={"labels": len(nine_k_wnids()), "nodes": wt.num_nodes, "predictions": f"13x13x3x{args.batch}",
+                  "rows": rows, "dtype": "float32", "threads": torch.get_num_threads(),
+                  "fused_kernel": fused, "layout": "(predictions, nodes), nodes last"},
+        metrics={
+            "build_9k_s": {"value": build_s, "unit": "s", "min": min(builds), "max": max(builds)},
+            "wordnet_load_s": {"value": wn_s, "unit": "s"},
+            "tree_softmax_absolute_fwd_bwd_s": {"value": timing["tree"]["median"], "unit": "s", **timing["tree"]},
+            "flat_softmax_fwd_bwd_s": {"value": timing["flat"]["median"], "unit": "s", **timing["flat"]},
+        },
+        baseline={"what": "flat softmax fwd+bwd, same shape", "value": timing["flat"]["median"]},
+        ratio=ratio,
+        target="9k build < 10 s; tree softmax + absolute fwd+bwd <= 1.5x flat softmax",
+        meets_target=meets,
+        notes=f"9k build (method='paths') median {build_s:.2f} s, WordNet load {wn_s:.1f} s not counted; "
+              "tree = Tree.absolute_softmax (fused C++ kernel when built) forward + backward",
+    )
+    print(f"9k build {build_s:.2f} s; tree {timing['tree']['median']:.2f} s vs flat "
+          f"{timing['flat']['median']:.2f} s -> ratio {ratio:.2f}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
