@@ -24,6 +24,10 @@ log = logging.getLogger("y9k")
 # Modules providing `register(subparsers)`, in the order their commands are listed.
 COMMAND_MODULES = [
     "pipelines.commands",
+    "wordtree_build.cli",
+    "pipelines.commands_eval",
+    "pipelines.commands_data",
+    "pipelines.commands_train",
 ]
 
 

@@ -67,7 +67,7 @@ def _cache_state(stage: Stage, ctx: Any, storage_options) -> tuple[bool, str]:
         return False, "always runs"
     try:
         fp, ch = stage.fingerprint(ctx), stage.config_hash(ctx)
-    except FileNotFoundError as e:
+    except Exception as e:  # upstream output missing (dry run, --only): the stage cannot be cached
         return False, f"inputs not ready ({e})"
     if manifest.is_complete(stage.out(ctx), fp, ch, storage_options):
         return True, "manifest matches inputs and config"

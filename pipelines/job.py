@@ -1,0 +1,305 @@
+"""The pipeline as a list of stages: sample data -> wordtree -> ingest -> anchors -> train ->
+evaluate -> register. `pipelines/full.py` runs them as one Ray job.
+
+Each stage keeps a record in ``<storage.root>/_pipeline/<stage>/manifest.json`` (input
+fingerprint, config hash, summary). Inputs of a stage include the records of the stages it
+reads, so a change upstream re-runs what depends on it; the stages themselves are idempotent
+too (their own outputs carry manifests), so a resubmitted job continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines import manifest, storage
+from pipelines.dag import Stage
+
+log = logging.getLogger("y9k.job")
+
+STAGE_NAMES = ("sample_data", "wordtree", "ingest", "anchors", "train", "evaluate", "register")
+
+
+@dataclass
+class JobContext:
+    cfg: Any
+    retrain: bool = False
+    # True when the job generates and uses the sample datasets (decided before sources are filled in).
+    sample_data: bool = False
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        return self.cfg.storage.options
+
+    @property
+    def root(self) -> str:
+        return storage.normalize(self.cfg.storage.root)
+
+    def uri(self, *parts: str) -> str:
+        return storage.join(self.root, *parts)
+
+    def record(self, stage: str) -> str:
+        return self.uri("_pipeline", stage)
+
+    def record_fingerprint(self, *stages: str) -> str:
+        """Fingerprint of upstream stage records: changes whenever one of them re-ran."""
+        uris = [manifest.manifest_uri(self.record(s)) for s in stages]
+        missing = [u for u in uris if not storage.exists(u, self.opts)]
+        if missing:
+            raise FileNotFoundError(f"upstream stage not finished: {storage.redact_uri(missing[0])}")
+        return manifest.fingerprint_uris(uris, self.opts)
+
+    def sources(self):
+        from pipelines.stages.ingest import sources_from_config
+
+        return sources_from_config(self.cfg)
+
+
+def use_sample_data(cfg: Any) -> bool:
+    d = cfg.data
+    return cfg.sample_data.enabled and not any((d.coco_train, d.coco_val, d.imagenet_train, d.det_val, d.voc))
+
+
+def point_config_at_sample_data(cfg: Any) -> None:
+    """Fill the unset data sources with the generated sample datasets under <root>/sample."""
+    root = storage.join(storage.normalize(cfg.storage.root), "sample")
+    cfg.data.coco_train = storage.join(root, "coco/images/train")
+    cfg.data.coco_val = storage.join(root, "coco/images/val")
+    cfg.data.imagenet_train = storage.join(root, "imagenet/train")
+    cfg.data.det_val = storage.join(root, "imagenet_det")
+
+
+def _commit_record(ctx: JobContext, stage: str, fingerprint: str, config_hash: str, summary: dict) -> None:
+    manifest.commit(ctx.record(stage), manifest.Manifest(
+        stage=stage, inputs_fingerprint=fingerprint, config_hash=config_hash, counts=summary), ctx.opts)
+
+
+def _stage(name: str, description: str, fingerprint, config_hash, work, **kw) -> Stage:
+    """A stage whose record is committed after `work(ctx)` returns its summary."""
+
+    def run(ctx: JobContext) -> dict:
+        fp, ch = fingerprint(ctx), config_hash(ctx)
+        summary = work(ctx)
+        _commit_record(ctx, name, fp, ch, summary)
+        return summary
+
+    return Stage(name, description, lambda ctx: ctx.record(name), fingerprint, config_hash, run, **kw)
+
+
+# --- stage bodies ---------------------------------------------------------------------------
+
+
+def _sample_data(ctx: JobContext) -> dict:
+    from pipelines.sample_data import generate
+
+    s = ctx.cfg.sample_data
+    summary = generate(ctx.uri("sample"), seed=s.seed, scale=s.scale, storage_options=ctx.opts)
+    log.info("%s", summary)
+    d = summary.to_dict()
+    return {k: d[k] for k in ("coco_train_images", "imagenet_images", "det_val_images", "det_seen", "det_unseen")}
+
+
+def _wordtree_fp(ctx: JobContext) -> str:
+    from pipelines.stages.wordtree import stage_key
+
+    return stage_key(ctx.cfg, ctx.sources())[0]
+
+
+def _wordtree(ctx: JobContext) -> dict:
+    from pipelines.stages.wordtree import run_wordtree
+
+    result = run_wordtree(ctx.cfg, ctx.sources(), ctx.uri("wordtree"))
+    return result.summary()
+
+
+def _ingest_fp(ctx: JobContext) -> str:
+    uris = [u for s in ctx.sources() for u in s.input_uris()]
+    return manifest.stable_hash([manifest.fingerprint_uris(uris, ctx.opts), ctx.record_fingerprint("wordtree")])
+
+
+def _ingest(ctx: JobContext) -> dict:
+    from pipelines.stages.ingest import run_ingest
+    from pipelines.stages.wordtree import load_tree
+
+    tree = load_tree(ctx.uri("wordtree"), ctx.opts)
+    result = run_ingest(ctx.cfg, tree, ctx.sources(), ctx.root)
+    print(result.summary_table(), flush=True)
+    return {
+        "images": sum(r.images_accepted for r in result.sources),
+        "boxes": sum(r.boxes_accepted for r in result.sources),
+        "rejected": sum(r.images_rejected for r in result.sources),
+        "sources": len(result.sources),
+    }
+
+
+def _anchors(ctx: JobContext) -> dict:
+    from pipelines.stages.anchors import run_anchors, shard_dirs
+
+    # Anchors come from detection boxes only: the training splits of the detection datasets.
+    shards = [d for d in shard_dirs(ctx.root, ctx.opts)
+              if d.rsplit("/", 1)[-1] in ("coco-train", "voc-trainval")]
+    result = run_anchors(ctx.cfg, shards, ctx.uri("anchors"))
+    return {"k": result.k, "avg_iou": round(result.avg_iou, 4), "boxes": result.num_boxes}
+
+
+def _record(ctx: JobContext, stage: str) -> dict[str, Any]:
+    """The summary a finished stage recorded (also when this run skipped it)."""
+    m = manifest.read_manifest(ctx.record(stage), ctx.opts)
+    if m is None:
+        raise FileNotFoundError(f"stage {stage} has not finished under {storage.redact_uri(ctx.root)}")
+    return m.counts
+
+
+def _shards(ctx: JobContext, *names: str) -> list[str]:
+    from pipelines.stages.anchors import shard_dirs
+
+    return [d for d in shard_dirs(ctx.root, ctx.opts) if d.rsplit("/", 1)[-1] in names]
+
+
+def _tree(ctx: JobContext):
+    from pipelines.stages.wordtree import load_tree
+
+    return load_tree(ctx.uri("wordtree"), ctx.opts)
+
+
+def _anchor_list(ctx: JobContext) -> list[list[float]]:
+    return storage.read_json(ctx.uri("anchors", "anchors.json"), ctx.opts)["anchors"]
+
+
+def _train_fp(ctx: JobContext) -> str:
+    fp = ctx.record_fingerprint("wordtree", "ingest", "anchors")
+    if ctx.retrain:  # a new champion means a new starting point
+        from pipelines.registry import champion
+        from pipelines.train.tracking import resolve_tracking_uri
+
+        cur = champion(ctx.cfg.mlflow.registered_model, resolve_tracking_uri(ctx.cfg))
+        fp = manifest.stable_hash([fp, cur.version if cur else None])
+    return fp
+
+
+def _train(ctx: JobContext) -> dict:
+    from pipelines.train.stage import run_train
+
+    cfg = ctx.cfg
+    if ctx.retrain:
+        from pipelines.registry import champion
+        from pipelines.train.tracking import resolve_tracking_uri
+
+        cur = champion(cfg.mlflow.registered_model, resolve_tracking_uri(cfg))
+        if cur is not None:
+            cfg.model.init_weights = f"models:/{cfg.mlflow.registered_model}@champion"
+            log.info("retrain: warm start from %s (version %s)", cfg.model.init_weights, cur.version)
+        else:
+            log.info("retrain: no champion registered yet, training from scratch")
+    splits = {"classify": ("imagenet-train",), "detect": ("coco-train", "voc-trainval"),
+              "joint": ("coco-train", "voc-trainval", "imagenet-train")}[cfg.train.mode]
+    shards = _shards(ctx, *splits)
+    # One directory per (data, config): new data or a new config starts a new run, a resubmitted
+    # job with the same inputs resumes the same run from its last checkpoint.
+    run_dir = ctx.uri("train", "run-" + manifest.stable_hash([_train_fp(ctx), cfg.hash("model", "train")], 10))
+    result = run_train(cfg, shards, _tree(ctx), _anchor_list(ctx), run_dir)
+    return {"run_id": result.run_id, "step": result.step, "checkpoint_uri": result.checkpoint_uri,
+            "out_uri": run_dir}
+
+
+def trained_model(ctx: JobContext):
+    """The network of the last training run, loaded from its final checkpoint."""
+    import tempfile
+
+    from pipelines.train.checkpoint import read_checkpoint
+    from pipelines.train.loop import build_model
+    from yolo_core.tree import Tree
+
+    rec = _record(ctx, "train")
+    tree = Tree.from_wordtree(_tree(ctx))
+    model = build_model(ctx.cfg, tree, _anchor_list(ctx))
+    with tempfile.TemporaryDirectory() as tmp:
+        fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
+        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+        state, _ = read_checkpoint(tmp, 0)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def _evaluate(ctx: JobContext) -> dict:
+    from pipelines.evaluate.stage import run_evaluate
+    from pipelines.stages.wordtree import load_det_classes
+
+    rows = load_det_classes(ctx.uri("wordtree"), ctx.opts)
+    classes = [(r["wnid"], r["det_id"], r["name"]) for r in rows]
+    split = {r["wnid"]: r["split"] for r in rows}
+    train = _record(ctx, "train")
+    shards = _shards(ctx, "imagenet_det-val")
+    if not shards:
+        raise FileNotFoundError("no imagenet_det-val shards: configure data.det_val")
+    out = ctx.uri("eval", train["out_uri"].rsplit("/", 1)[-1])
+    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _tree(ctx), classes, out, split=split,
+                          run_id=train["run_id"], train_run_id=train["run_id"])
+    keep = ("map50_all", "map50_seen", "map50_unseen", "num_images")
+    return {**{k: round(float(result.metrics[k]), 5) for k in keep if k in result.metrics}, "out_uri": out}
+
+
+def _register(ctx: JobContext) -> dict:
+    import mlflow
+
+    from pipelines import registry
+    from pipelines.evaluate.stage import tree_lists
+    from pipelines.train.tracking import resolve_tracking_uri
+
+    cfg, uri = ctx.cfg, resolve_tracking_uri(ctx.cfg)
+    train, evaluation = _record(ctx, "train"), _record(ctx, "evaluate")
+    metrics = {k: v for k, v in evaluation.items() if k.startswith("map50")}
+    wt = _tree(ctx)
+    wnids, names, parents = tree_lists(wt)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=train["run_id"]):
+        info = registry.log_pyfunc(trained_model(ctx), wnids=wnids, names=names, parents=parents,
+                                   config_yaml=cfg.to_yaml(), input_size=cfg.eval.input_size)
+    fingerprints = {s: manifest.read_manifest(ctx.record(s), ctx.opts).inputs_fingerprint
+                    for s in ("wordtree", "ingest", "anchors")}
+    tags = registry.provenance_tags(fingerprints=fingerprints, tree_hash=wt.content_hash(), metrics=metrics,
+                                    extra={"train_run_id": train["run_id"], "retrain": str(ctx.retrain).lower()})
+    desc = (f"{cfg.model.name} (width {cfg.model.width}) trained {train['step']} steps in {cfg.train.mode} mode; "
+            + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    mv = registry.register_version(info.model_uri, cfg.mlflow.registered_model, tags=tags, description=desc,
+                                   tracking_uri=uri)
+    decision = registry.promote_if_better(cfg.mlflow.registered_model, mv.version, cfg.mlflow.promote_metric,
+                                          cfg.mlflow.promote_margin, tracking_uri=uri)
+    verdict = "promoted to champion" if decision.promoted else "champion unchanged"
+    log.info("register: %s version %s (%s): %s", cfg.mlflow.registered_model, mv.version, verdict, decision.reason)
+    ctx.results["final_report"] = final_report(cfg, uri, mv.version, decision, metrics)
+    return {"version": mv.version, "promoted": decision.promoted, "reason": decision.reason}
+
+
+def final_report(cfg: Any, tracking_uri: str, version: str, decision: Any, metrics: dict[str, float]) -> str:
+    name = cfg.mlflow.registered_model
+    lines = [f"registered model: {name} version {version} "
+             f"({'now champion' if decision.promoted else 'champion unchanged'}: {decision.reason})"]
+    lines += [f"  {k}: {v:.4f}" for k, v in metrics.items()]
+    ui = (f"mlflow ui --backend-store-uri {storage.redact_uri(tracking_uri)}"
+          if tracking_uri.startswith("sqlite:") else f"open {storage.redact_uri(tracking_uri)}")
+    lines += [f"browse runs and the registry: {ui}  (then http://127.0.0.1:5000, Models -> {name})",
+              f"load it anywhere: mlflow.pyfunc.load_model('models:/{name}@champion')"]
+    return "\n".join(lines)
+
+
+def build_stages() -> list[Stage]:
+    return [
+        _stage("sample_data", "generate the synthetic datasets (when no sources are configured)",
+               lambda ctx: "generated", lambda ctx: ctx.cfg.hash("sample_data"), _sample_data,
+               enabled=lambda ctx: ctx.sample_data),
+        _stage("wordtree", "WordNet -> WordTree over the datasets' labels, label maps, DET classes",
+               _wordtree_fp, lambda ctx: ctx.cfg.hash("wordtree"), _wordtree),
+        _stage("ingest", "Ray Data: datasets -> WordTree-labelled Parquet shards + rejects",
+               _ingest_fp, lambda ctx: ctx.cfg.hash("data"), _ingest),
+        _stage("anchors", "IoU k-means anchors from the detection boxes",
+               lambda ctx: ctx.record_fingerprint("ingest"), lambda ctx: ctx.cfg.hash("anchors"), _anchors),
+        _stage("train", "Ray Train: joint detection + classification, checkpoints, MLflow",
+               _train_fp, lambda ctx: ctx.cfg.hash("model", "train"), _train),
+        _stage("evaluate", "Ray Data batch inference on DET val: mAP@.5 all / seen / unseen",
+               lambda ctx: ctx.record_fingerprint("train"), lambda ctx: ctx.cfg.hash("eval"), _evaluate),
+        _stage("register", "log the pyfunc model, register a version, promote if better",
+               lambda ctx: ctx.record_fingerprint("evaluate"), lambda ctx: ctx.cfg.hash("mlflow"), _register),
+    ]
