@@ -67,7 +67,8 @@ class RayConfig:
 class SampleDataConfig:
     # Generate the synthetic datasets into <storage.root>/sample when the sources are unset.
     enabled: bool = True
-    scale: Literal["small", "medium"] = "small"
+    # tiny: a handful of images (pipeline tests); small: the demo; medium: about 5x small.
+    scale: Literal["tiny", "small", "medium"] = "small"
     seed: int = 0
 
 

@@ -31,8 +31,9 @@ class Stage:
     config_hash: Callable[[Any], str]
     # Does the work and commits the manifest; returns a small summary dict for the report.
     run: Callable[[Any], dict[str, Any]]
-    # False when the stage has nothing to do under this config (e.g. no sample data wanted).
-    enabled: Callable[[Any], bool] = lambda ctx: True
+    # A reason to skip the stage under this config or state (None: run it), e.g. no sample
+    # data wanted, or a scheduled retrain that finds no new data.
+    skip_reason: Callable[[Any], str | None] = lambda ctx: None
     # Never cached (e.g. registering a model version is an action, not a derived output).
     always_run: bool = False
 
@@ -82,8 +83,10 @@ def run_stages(stages: Sequence[Stage], ctx: Any, *, dry_run: bool = False, forc
     """Run the stages in order; stop at the first failure with a StageFailed naming it."""
     outcomes: list[StageOutcome] = []
     for stage in stages:
-        if not stage.enabled(ctx):
-            outcomes.append(StageOutcome(stage.name, "skipped", reason="disabled by config"))
+        reason = stage.skip_reason(ctx)
+        if reason:
+            log.info("stage %s: skipped (%s)", stage.name, reason)
+            outcomes.append(StageOutcome(stage.name, "skipped", reason=reason))
             continue
         cached, reason = _cache_state(stage, ctx, storage_options)
         if stage.name in force:

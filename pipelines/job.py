@@ -168,6 +168,22 @@ def _anchor_list(ctx: JobContext) -> list[list[float]]:
     return storage.read_json(ctx.uri("anchors", "anchors.json"), ctx.opts)["anchors"]
 
 
+def _no_new_data(ctx: JobContext) -> str | None:
+    """In a scheduled retrain: a reason to stop when the champion was trained on exactly this data."""
+    if not ctx.retrain:
+        return None
+    from pipelines.registry import champion
+    from pipelines.train.tracking import resolve_tracking_uri
+
+    cur = champion(ctx.cfg.mlflow.registered_model, resolve_tracking_uri(ctx.cfg))
+    if cur is None:
+        return None
+    current = manifest.read_manifest(ctx.record("ingest"), ctx.opts)
+    if current is not None and cur.tags.get("data.ingest.fingerprint") == current.inputs_fingerprint:
+        return f"retrain: no new data since champion version {cur.version} (same ingest fingerprint)"
+    return None
+
+
 def _train_fp(ctx: JobContext) -> str:
     fp = ctx.record_fingerprint("wordtree", "ingest", "anchors")
     if ctx.retrain:  # a new champion means a new starting point
@@ -289,7 +305,7 @@ def build_stages() -> list[Stage]:
     return [
         _stage("sample_data", "generate the synthetic datasets (when no sources are configured)",
                lambda ctx: "generated", lambda ctx: ctx.cfg.hash("sample_data"), _sample_data,
-               enabled=lambda ctx: ctx.sample_data),
+               skip_reason=lambda ctx: None if ctx.sample_data else "data sources are configured"),
         _stage("wordtree", "WordNet -> WordTree over the datasets' labels, label maps, DET classes",
                _wordtree_fp, lambda ctx: ctx.cfg.hash("wordtree"), _wordtree),
         _stage("ingest", "Ray Data: datasets -> WordTree-labelled Parquet shards + rejects",
@@ -297,9 +313,11 @@ def build_stages() -> list[Stage]:
         _stage("anchors", "IoU k-means anchors from the detection boxes",
                lambda ctx: ctx.record_fingerprint("ingest"), lambda ctx: ctx.cfg.hash("anchors"), _anchors),
         _stage("train", "Ray Train: joint detection + classification, checkpoints, MLflow",
-               _train_fp, lambda ctx: ctx.cfg.hash("model", "train"), _train),
+               _train_fp, lambda ctx: ctx.cfg.hash("model", "train"), _train, skip_reason=_no_new_data),
         _stage("evaluate", "Ray Data batch inference on DET val: mAP@.5 all / seen / unseen",
-               lambda ctx: ctx.record_fingerprint("train"), lambda ctx: ctx.cfg.hash("eval"), _evaluate),
+               lambda ctx: ctx.record_fingerprint("train"), lambda ctx: ctx.cfg.hash("eval"), _evaluate,
+               skip_reason=_no_new_data),
         _stage("register", "log the pyfunc model, register a version, promote if better",
-               lambda ctx: ctx.record_fingerprint("evaluate"), lambda ctx: ctx.cfg.hash("mlflow"), _register),
+               lambda ctx: ctx.record_fingerprint("evaluate"), lambda ctx: ctx.cfg.hash("mlflow"), _register,
+               skip_reason=_no_new_data),
     ]

@@ -1,0 +1,186 @@
+"""The whole pipeline as users run it: full.py on a local Ray, and `ray job submit` to a real
+`ray start --head` cluster logging into a real `mlflow server`; then scheduled retraining.
+
+Everything runs at a tiny scale (a handful of generated images, a few training steps at 64 px)
+so that the stages' wiring, caching and registry behaviour are what is tested, not accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "y9k-e2e"
+TINY = [
+    "sample_data.scale=tiny", "data.max_side=128", "data.shard_mb=4",
+    "anchors.input_size=64", "anchors.k=3", "anchors.k_max=5", "anchors.restarts=2",
+    "train.max_steps=4", "train.batch_size=4", "train.steps=[2, 3]", "train.burn_in=1",
+    "train.input_size=64", "train.multiscale_min=64", "train.multiscale_max=96", "train.checkpoint_every=2",
+    "train.log_every=2", "eval.input_size=64", "eval.batch_size=4", "eval.draw_images=2",
+    f"mlflow.registered_model={MODEL}", "mlflow.experiment=y9k-e2e",
+]
+
+
+def _args(root: Path, tracking_uri: str, *extra: str) -> list[str]:
+    sets = [*TINY, f"storage.root={root}", f"mlflow.tracking_uri={tracking_uri}", *extra]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def _full(args: list[str], env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, str(REPO / "pipelines" / "full.py"), *args], capture_output=True,
+                         text=True, timeout=timeout, env=env or _env())
+    return res
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _statuses(stdout: str) -> dict[str, str]:
+    """stage -> status from the report table printed at the end."""
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("sample_data", "wordtree", "ingest", "anchors", "train", "evaluate",
+                                            "register"):
+            out[parts[0]] = parts[1]
+    return out
+
+
+def _client(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.mark.slow
+def test_local_run_cache_dry_run_and_retrain(tmp_path):
+    root = tmp_path / "root"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = _full(_args(root, uri))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert set(_statuses(res.stdout).values()) == {"ran"}, res.stdout
+    assert f"registered model: {MODEL} version 1 (now champion: no champion yet)" in res.stdout
+    assert "mlflow ui --backend-store-uri" in res.stdout
+    client = _client(uri)
+    v1 = client.get_model_version_by_alias(MODEL, "champion")
+    assert v1.version == "1" and client.get_model_version_by_alias(MODEL, "candidate").version == "1"
+    for tag in ("tree_hash", "git_commit", "data.ingest.fingerprint", "metric.map50_all", "train_run_id"):
+        assert v1.tags.get(tag), tag
+    for path in ("wordtree/tree.parquet", "wordtree/det_classes.tsv", "anchors/anchors.json", "anchors/curve.png"):
+        assert (root / path).exists(), path
+
+    # Same inputs and config: every stage is cached, nothing new is registered.
+    again = _full(_args(root, uri))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert set(_statuses(again.stdout).values()) == {"cached"}, again.stdout
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+
+    # The plan of a changed config: training and everything after it would run again.
+    plan = _full(_args(root, uri, "train.lr=0.002") + ["--dry-run"])
+    assert plan.returncode == 0
+    st = _statuses(plan.stdout)
+    assert st["ingest"] == "would-skip" and st["train"] == "would-run", plan.stdout
+
+    # Scheduled retrain with no new data: nothing is trained, and it says why.
+    same = _full(_args(root, uri) + ["--retrain"])
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert _statuses(same.stdout)["train"] == "skipped" and "no new data since champion version 1" in same.stdout
+
+    # New classification images arrive: the retrain warm-starts from the champion and registers v2.
+    extra = tmp_path / "extra"
+    from pipelines.sample_data import generate
+
+    generate(str(extra), seed=7, scale="tiny")
+    added = 0
+    for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
+        dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
+        shutil.copy(src, dst)
+        added += 1
+    assert added > 0
+    grown = _full(_args(root, uri) + ["--retrain"])
+    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
+    st = _statuses(grown.stdout)
+    assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown.stdout
+    assert "warm start from models:/" in grown.stderr
+    v2 = client.get_model_version(MODEL, "2")
+    assert client.get_model_version_by_alias(MODEL, "candidate").version == "2"
+    champ = client.get_model_version_by_alias(MODEL, "champion").version
+    better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
+    assert champ == ("2" if better else "1")
+    assert ("now champion" if better else "champion unchanged") in grown.stdout
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real `ray start --head` on non-default ports, stopped through its own --block process."""
+    port, dash = free_port(), free_port()
+    env = _env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    ray_bin = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
+           "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+           f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats",
+           f"--min-worker-port={free_port()}", "--max-worker-port=0"]
+    log = open(tmp_path / "ray-head.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.monotonic() + 120
+    import urllib.request
+
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray start exited: {(tmp_path / 'ray-head.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{address}/api/version", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ray dashboard did not answer: {(tmp_path / 'ray-head.log').read_text()[-2000:]}")
+            time.sleep(1)
+        yield address, env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_ray_job_submit_registers_a_model(tmp_path, ray_head, mlflow_server):
+    address, env = ray_head
+    root = tmp_path / "root"
+    job_env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
+    ray_bin = Path(sys.executable).with_name("ray")
+    sets = [a for s in [*TINY, f"storage.root={root}", "mlflow.registered_model=y9k-job"]
+            for a in ("--set", s)]
+    cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(REPO),
+           "--runtime-env-json", '{"env_vars": {"MLFLOW_TRACKING_URI": "%s", "Y9K_NLTK_DATA": "%s"}, '
+           '"excludes": [".venv", "nltk_data", "y9k-data", "mlruns", "mlflow.db"]}'
+           % (mlflow_server, REPO / "nltk_data"),
+           "--", "python", "pipelines/full.py", "--config", "pipelines/configs/demo.yaml", *sets]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=job_env, cwd=REPO)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    assert "SUCCEEDED" in out, out[-4000:]
+    client = _client(mlflow_server)
+    version = client.get_model_version_by_alias("y9k-job", "champion")
+    assert version.version == "1" and version.tags["metric.map50_all"]
