@@ -4,6 +4,7 @@
     y9k wordnet                      # provision WordNet 3.0 for nltk (offline-capable)
     y9k config show --config demo --set train.batch_size=32
     y9k sample-data --out ./y9k-data/sample --seed 0 --scale small
+    y9k run --config demo            # the whole pipeline (pipelines/full.py)
 
 Each subcommand lives next to the code it runs; a module registers its parser through a
 ``register(subparsers)`` function listed in ``COMMAND_MODULES``. Heavy imports (torch, Ray,
@@ -25,9 +26,9 @@ log = logging.getLogger("y9k")
 COMMAND_MODULES = [
     "pipelines.commands",
     "wordtree_build.cli",
-    "pipelines.commands_eval",
     "pipelines.commands_data",
     "pipelines.commands_train",
+    "pipelines.commands_eval",
 ]
 
 

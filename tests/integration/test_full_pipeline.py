@@ -76,7 +76,7 @@ def test_local_run_cache_dry_run_and_retrain(tmp_path):
     assert "mlflow ui --backend-store-uri" in res.stdout
     client = _client(uri)
     v1 = client.get_model_version_by_alias(MODEL, "champion")
-    assert v1.version == "1" and client.get_model_version_by_alias(MODEL, "candidate").version == "1"
+    assert str(v1.version) == "1" and str(client.get_model_version_by_alias(MODEL, "candidate").version) == "1"
     for tag in ("tree_hash", "git_commit", "data.ingest.fingerprint", "metric.map50_all", "train_run_id"):
         assert v1.tags.get(tag), tag
     for path in ("wordtree/tree.parquet", "wordtree/det_classes.tsv", "anchors/anchors.json", "anchors/curve.png"):
@@ -116,8 +116,8 @@ def test_local_run_cache_dry_run_and_retrain(tmp_path):
     assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown.stdout
     assert "warm start from models:/" in grown.stderr
     v2 = client.get_model_version(MODEL, "2")
-    assert client.get_model_version_by_alias(MODEL, "candidate").version == "2"
-    champ = client.get_model_version_by_alias(MODEL, "champion").version
+    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
+    champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
     better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
     assert champ == ("2" if better else "1")
     assert ("now champion" if better else "champion unchanged") in grown.stdout
@@ -183,4 +183,4 @@ def test_ray_job_submit_registers_a_model(tmp_path, ray_head, mlflow_server):
     assert "SUCCEEDED" in out, out[-4000:]
     client = _client(mlflow_server)
     version = client.get_model_version_by_alias("y9k-job", "champion")
-    assert version.version == "1" and version.tags["metric.map50_all"]
+    assert str(version.version) == "1" and version.tags["metric.map50_all"]
