@@ -18,6 +18,23 @@ from pathlib import Path
 import pytest
 
 
+def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, what: str, timeout: float) -> None:
+    """Poll `url` until it answers 200; fail with the end of the service's log if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer on {url} within {timeout:.0f} s: {log_path.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,22 +59,8 @@ def mlflow_server(tmp_path_factory) -> str:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "MLFLOW_TRACKING_URI": ""})
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}: "
-                                   f"{(root / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer on {uri} within 90 s: "
-                                   f"{(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_for_http(f"{uri}/health", proc, root / "server.log", "mlflow server", timeout=90)
         yield uri
     finally:
         # The server forks workers: stop the whole group it leads (ours), politely first.
