@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -130,9 +131,11 @@ def ray_head(tmp_path):
     env = _env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     ray_bin = Path(sys.executable).with_name("ray")
+    # Ray's unix socket paths must stay under 108 bytes: pytest's tmp_path is too deep.
+    temp_dir = tempfile.mkdtemp(prefix="y9k-ray-", dir="/tmp")
     cmd = [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
            "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
-           f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}", "--disable-usage-stats",
            f"--min-worker-port={free_port()}", "--max-worker-port=0"]
     log = open(tmp_path / "ray-head.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -141,13 +144,16 @@ def ray_head(tmp_path):
         wait_for_http(f"{address}/api/version", proc, tmp_path / "ray-head.log", "ray start --head", timeout=120)
         yield address, env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
         try:
+            os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
             proc.wait(timeout=60)
+        except ProcessLookupError:
+            pass
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -166,7 +172,11 @@ def test_ray_job_submit_registers_a_model(tmp_path, ray_head, mlflow_server):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=job_env, cwd=REPO)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
-    assert "SUCCEEDED" in out, out[-4000:]
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    jobs = JobSubmissionClient(address).list_jobs()
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED], out[-4000:]
+    assert "registered model: y9k-job version 1" in out
     client = _client(mlflow_server)
     version = client.get_model_version_by_alias("y9k-job", "champion")
     assert str(version.version) == "1" and version.tags["metric.map50_all"]
