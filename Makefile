@@ -21,9 +21,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch is pinned in the same install so no resolver can pull a CUDA build on a CPU machine.
+# pip is deliberately not upgraded: the machine's pip prefers the local CPU wheel (2.13.0+cpu)
+# for this pin, while newer pips pick the index's CUDA build of 2.13.0.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==2.13.0" -e '.[dev]'
+	@$(PY) -c "import torch; v = torch.__version__; '+cpu' in v or torch.cuda.is_available() or \
+		print(f'warning: torch {v} is a CUDA build on a machine without a GPU (several GB); a CPU wheel of torch==2.13.0 is enough here')" 
 	@touch $(STAMP)
 
 setup: $(STAMP)
