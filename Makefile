@@ -20,13 +20,14 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned in the same install so no resolver can pull a CUDA build on a CPU machine.
-# pip is deliberately not upgraded: the machine's pip prefers the local CPU wheel (2.13.0+cpu)
-# for this pin, while newer pips pick the index's CUDA build of 2.13.0.
+# torch first, alone: the pin resolves to the machine's CPU wheel (2.13.0+cpu; on a GPU machine the
+# CUDA build). Resolved together with the project, pip picks the index's CUDA build instead; the
+# second install then finds torch==2.13.0 satisfied and keeps it.
 $(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet "torch==2.13.0"
 	$(PIP) install --quiet "torch==2.13.0" -e '.[dev]'
 	@$(PY) -c "import torch; v = torch.__version__; '+cpu' in v or torch.cuda.is_available() or \
-		print(f'warning: torch {v} is a CUDA build on a machine without a GPU (several GB); a CPU wheel of torch==2.13.0 is enough here')" 
+		print(f'warning: torch {v} is a CUDA build on a machine without a GPU (several GB); a CPU wheel of torch==2.13.0 is enough here')"
 	@touch $(STAMP)
 
 setup: $(STAMP)
