@@ -156,10 +156,18 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
+    # Intra-op threads of each training worker; 0 keeps Ray's choice (cpus_per_worker). More than
+    # the reserved CPUs only pays off on idle cores: on the 2-core demo machine 2 threads made
+    # training 3x slower (their spinning starves Ray Data's decoding on the other core).
+    torch_threads: int = 0
     batch_size: int = 64
     subdivisions: int = 1
     max_steps: int = 500_200
     lr: float = 0.001
+    # 'sgd' is darknet's (momentum, decay on conv weights). 'adamw' (Adam's moments, the same
+    # decoupled decay on conv weights) learns far faster from scratch in a few hundred steps,
+    # which is what short CPU runs such as the demo have; lr for adamw is ~1e-3.
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0005
     burn_in: int = 1000
@@ -177,8 +185,10 @@ class TrainConfig:
     multiscale_every: int = 10
     # Fraction of each joint batch that holds detection images.
     det_fraction: float = 0.5
-    # Darknet loss variants: 'head' (2018 code) or 'j17' (the paper-era commit).
-    loss_variant: Literal["head", "j17"] = "head"
+    # Darknet loss variants: 'head' (2018 code), 'j17' (the paper-era commit), or 'paper' (the
+    # paper's text: classification images get only the class loss and the .3 objectness pull,
+    # no no-object term; see yolo_core.region).
+    loss_variant: Literal["head", "j17", "paper"] = "head"
     amp: bool = True
     checkpoint_every: int = 100
     log_every: int = 10
@@ -190,6 +200,8 @@ class TrainConfig:
         _check(self.num_workers >= 1, "train.num_workers", self.num_workers, "an integer >= 1")
         _check(self.cpus_per_worker >= 1, "train.cpus_per_worker", self.cpus_per_worker, "an integer >= 1")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.torch_threads >= 0, "train.torch_threads", self.torch_threads, "an integer >= 0 (0: Ray's choice)")
+        _check(self.optimizer in ("sgd", "adamw"), "train.optimizer", self.optimizer, "'sgd' or 'adamw'")
         _check(self.subdivisions >= 1 and self.batch_size % self.subdivisions == 0, "train.subdivisions",
                self.subdivisions, f"a divisor of train.batch_size ({self.batch_size})")
         _check(self.max_steps >= 1, "train.max_steps", self.max_steps, "an integer >= 1")

@@ -27,6 +27,12 @@ The loss reproduces darknet's deltas (``forward_region_layer``) as a differentia
   prediction gets ``noobj`` except the one with the highest obj x P(label), which gets the
   class loss for the label and, with ``'j17'``, 1/2 object_scale (.3 - obj)^2 when obj < .3
   (``'head'`` gives it no objectness term). Without a tree the same rule uses the flat softmax.
+  ``'paper'`` follows the paper's text instead of either commit ("we only backpropagate
+  classification loss", plus the .3 objectness assumption): the best prediction gets the
+  class loss and the .3 pull, and no prediction of a classification image gets ``noobj``.
+  Darknet's no-object term there teaches that a classification image's object is background
+  everywhere but at one prediction, which keeps objectness off the classes that only
+  classification data shows; otherwise it is the 'j17' loss.
 
 Normalization: every part is summed over the batch and divided by the number of images B,
 so ``total`` is the loss per image. Its gradient times B equals minus darknet's deltas, and
@@ -124,17 +130,18 @@ class RegionLoss(nn.Module):
     """YOLOv2 / YOLO9000 region loss with darknet's semantics (see the module docstring).
 
     ``anchors`` (A, 2) in grid units; ``tree`` a ``yolo_core.tree.Tree`` for hierarchical
-    classes (then ``num_classes`` is its number of nodes); ``variant`` 'head' (2018 code) or
-    'j17' (paper-era); ``max_boxes`` darknet's cap of truths per image.
+    classes (then ``num_classes`` is its number of nodes); ``variant`` 'head' (2018 code),
+    'j17' (paper-era commit) or 'paper' (the paper's text); ``max_boxes`` darknet's cap of truths
+    per image.
     """
 
     def __init__(self, anchors: Tensor | Sequence[Sequence[float]], num_classes: int, tree: Any = None,
-                 variant: Literal["head", "j17"] = "head", thresh: float = .6, object_scale: float = 5.,
+                 variant: Literal["head", "j17", "paper"] = "head", thresh: float = .6, object_scale: float = 5.,
                  noobject_scale: float = 1., coord_scale: float = 1., class_scale: float = 1.,
                  warmup_images: int = 12800, rescore: bool = True, max_boxes: int = 30) -> None:
         super().__init__()
-        if variant not in ("head", "j17"):
-            raise ValueError(f"variant must be 'head' or 'j17', got {variant!r}")
+        if variant not in ("head", "j17", "paper"):
+            raise ValueError(f"variant must be 'head', 'j17' or 'paper', got {variant!r}")
         if tree is not None and tree.num_nodes != num_classes:
             raise ValueError(f"num_classes ({num_classes}) must equal the tree's {tree.num_nodes} nodes")
         self.register_buffer("anchors", _anchor_tensor(anchors, torch.empty(0)).clone())
@@ -243,7 +250,9 @@ class RegionLoss(nn.Module):
         if cls_img.numel():
             cls_pos = cls_img * cells + self._best_for_label(v, obj, image_label)[cls_img]
         noobj_mask[cls_pos] = False
-        if self.variant == "j17":
+        if self.variant == "paper":
+            noobj_mask &= ~is_cls.repeat_interleave(cells)
+        if self.variant in ("j17", "paper"):
             o = obj.reshape(-1)[cls_pos]
             obj_loss = obj_loss + .5 * self.object_scale * ((.3 - o).clamp(min=0) ** 2).sum()
 

@@ -16,6 +16,7 @@ interrupted one would have picked.
 from __future__ import annotations
 
 import io
+import math
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +38,10 @@ AUGMENT = {"jitter": 0.2, "hue": 0.1, "saturation": 1.5, "exposure": 1.5, "flip"
 SHARD_COLUMNS = ["image_id", "kind", "image", "boxes", "box_nodes", "image_node"]
 # The number of final steps darknet trains at the largest size, capped for short runs.
 FINAL_STEPS_AT_MAX = 200
+# A pass over the shards (one Ray Data execution) lasts at least this many steps, or holds at most
+# MAX_EPOCHS_PER_PASS epochs (see epochs_per_pass).
+MIN_STEPS_PER_PASS = 500
+MAX_EPOCHS_PER_PASS = 64
 
 
 class ShardDataError(PipelineError):
@@ -142,9 +147,17 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
     return {"image": out_img, "boxes": pb, "labels": pl, "image_label": label, "cut_boxes": cut + lost}
 
 
-def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None):
-    """All rows of the shard directories as one Ray Dataset (only the columns training reads)."""
+def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None, epochs: int = 1,
+                seed: int | None = None):
+    """All rows of the shard directories as one Ray Dataset (only the columns training reads),
+    each block repeated ``epochs`` times (see :func:`epochs_per_pass`), files in an order shuffled with
+    ``seed`` (the same order on every pass, so a resumed worker can skip what it trained on).
+
+    The files are shuffled as they are read rather than with ``randomize_block_order``: that
+    one is an all-to-all step which holds every block of a pass before passing any on.
+    """
     import ray.data
+    from ray.data.datasource import FileShuffleConfig
 
     from pipelines import storage
 
@@ -159,7 +172,17 @@ def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | 
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         fs = PyFileSystem(FSSpecHandler(storage.filesystem(files[0], storage_options)[0]))
-    return ray.data.read_parquet(files, columns=SHARD_COLUMNS, filesystem=fs)
+    shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=False) if seed is not None else None
+    ds = ray.data.read_parquet(files, columns=SHARD_COLUMNS, filesystem=fs, shuffle=shuffle)
+    if epochs > 1:
+        # Repeat each block rather than list each file `epochs` times: Ray Train's ingest reads a
+        # repeated path once (measured: one epoch per execution).
+        ds = ds.map_batches(_repeat_rows, batch_format="pyarrow", batch_size=None, fn_kwargs={"times": epochs})
+    return ds
+
+
+def _repeat_rows(batch: pa.Table, times: int) -> pa.Table:
+    return pa.concat_tables([batch] * times)
 
 
 def count_kinds(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
@@ -177,8 +200,10 @@ def count_kinds(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | 
     return counts
 
 
-def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Fail before starting workers when a stream the mode needs cannot fill one batch per worker."""
+def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig,
+               storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Fail before starting workers when a stream the mode needs cannot fill one batch per worker;
+    return the rows per ``kind``."""
     from pipelines import storage
 
     have = count_kinds(shard_uris, storage_options)
@@ -190,6 +215,26 @@ def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig, storage_options: Ma
             raise ShardDataError(
                 f"train.mode={tcfg.mode} needs at least {need} '{kind[name]}' rows ({n} per micro-batch x "
                 f"{tcfg.num_workers} workers); the shards ({where}) hold {have.get(kind[name], 0)}")
+    return have
+
+
+def epochs_per_pass(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> int:
+    """How many epochs one pass over the shards holds.
+
+    Every pass over a Ray Dataset starts a new streaming execution, and the first batches of a
+    pass wait for it (seconds: measured 40-70% data wait in the steps around each restart on the
+    demo). Small shards would restart every few dozen steps, so a pass reads the files several
+    times, enough for ``MIN_STEPS_PER_PASS`` micro-batches of every stream (or for the whole run
+    when it is shorter). Each epoch within a pass still gets its own augmentation;
+    ImageNet-sized shards give 1.
+    """
+    kind = {"det": "detection", "cls": "classification"}
+    steps = min(MIN_STEPS_PER_PASS, tcfg.max_steps * tcfg.subdivisions)  # no more than the run needs
+    need = 1
+    for name, n in batch_split(tcfg).items():
+        rows = max(1, rows_by_kind.get(kind[name], 0))
+        need = max(need, math.ceil(steps * n * tcfg.num_workers / rows))
+    return min(need, MAX_EPOCHS_PER_PASS)
 
 
 def training_datasets(ds, tcfg: TrainConfig) -> dict[str, Any]:
@@ -198,7 +243,7 @@ def training_datasets(ds, tcfg: TrainConfig) -> dict[str, Any]:
     kind = {"det": "detection", "cls": "classification"}
     out = {}
     for name in wanted:
-        part = ds.filter(expr=f"kind == '{kind[name]}'").randomize_block_order(seed=tcfg.seed)
+        part = ds.filter(expr=f"kind == '{kind[name]}'")
         out[name] = part.map_batches(
             decode_augment, batch_format="pyarrow", batch_size=16,
             fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
@@ -218,7 +263,10 @@ def batch_split(tcfg: TrainConfig) -> dict[str, int]:
 
 
 class _Stream:
-    """Endless batches from one dataset shard, epoch after epoch, with a resumable position."""
+    """Endless batches from one dataset shard, pass after pass, with a resumable position.
+
+    ``epoch`` counts passes over the dataset (a pass may hold several epochs of small shards,
+    see :func:`epochs_per_pass`); ``batch`` counts the batches trained on in the current pass."""
 
     def __init__(self, it: Any, batch_size: int, seed: int, epoch: int = 0, batch: int = 0) -> None:
         self.it, self.batch_size, self.seed = it, batch_size, seed
@@ -230,7 +278,7 @@ class _Stream:
         while True:
             n = 0
             for b in self.it.iter_torch_batches(
-                batch_size=self.batch_size, drop_last=True, device="cpu", prefetch_batches=2,
+                batch_size=self.batch_size, drop_last=True, device="cpu", prefetch_batches=8,
                 local_shuffle_buffer_size=4 * self.batch_size, local_shuffle_seed=self.seed + self.epoch,
             ):
                 n += 1

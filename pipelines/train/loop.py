@@ -48,7 +48,7 @@ def build_model(cfg: Config, tree: Any, anchors: list[list[float]] | None) -> to
 def schedule_of(cfg: Config) -> dict[str, Any]:
     """What fixes the meaning of a step: stored in checkpoints, checked on resume."""
     t = cfg.train
-    return {"lr": t.lr, "policy": t.policy, "steps": list(t.steps), "scales": list(t.scales), "power": t.power,
+    return {"optimizer": t.optimizer, "lr": t.lr, "policy": t.policy, "steps": list(t.steps), "scales": list(t.scales), "power": t.power,
             "burn_in": t.burn_in, "max_steps": t.max_steps, "batch_size": t.batch_size}
 
 
@@ -91,6 +91,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(t.seed + rank)
+    if t.torch_threads:
+        torch.set_num_threads(t.torch_threads)
 
     # Model and optimizer.
     tree = Tree(config["tree"]["parents"]) if config.get("tree") else None

@@ -69,8 +69,12 @@ def learning_rate(step: int, tcfg: TrainConfig, world_size: int = 1) -> float:
     return rate
 
 
-def build_optimizer(params: Iterable[dict], tcfg: TrainConfig) -> torch.optim.SGD:
+def build_optimizer(params: Iterable[dict], tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """darknet's SGD, or AdamW (beta1 = momentum) for short from-scratch runs; the groups'
+    weight decay is kept (conv weights only)."""
     # lr is set before every step by set_lr; 0 here so that nothing moves before that.
+    if tcfg.optimizer == "adamw":
+        return torch.optim.AdamW(list(params), lr=0.0, betas=(tcfg.momentum, 0.999))
     return torch.optim.SGD(list(params), lr=0.0, momentum=tcfg.momentum)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
-from pipelines.train.data import check_rows, read_shards, training_datasets
+from pipelines.train.data import check_rows, epochs_per_pass, read_shards, training_datasets
 from pipelines.train.loop import train_loop_per_worker
 from pipelines.train.tracking import create_run, resolve_tracking_uri
 
@@ -107,11 +107,14 @@ def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[S
         return TrainResult(out_uri, done.extra.get("run_id"), int(done.counts.get("step", 0)),
                            done.extra.get("checkpoint_uri"), dict(done.extra.get("metrics", {})), skipped=True)
 
-    check_rows(list(shards), t, opts)
+    rows_by_kind = check_rows(list(shards), t, opts)
     tree_payload, tags = _tree_payload(tree)
     tracking_uri = resolve_tracking_uri(cfg)
     run_id = _run_id(cfg, out_uri, tracking_uri, tags)
-    datasets = training_datasets(read_shards(list(shards), opts), t)
+    epochs = epochs_per_pass(rows_by_kind, t)
+    if epochs > 1:
+        log.info("train: small shards (%s), %d epochs per pass over them", rows_by_kind, epochs)
+    datasets = training_datasets(read_shards(list(shards), opts, epochs, seed=t.seed), t)
 
     parent, name = out_uri.rstrip("/").rsplit("/", 1)
     fs = _storage_filesystem(out_uri, opts)

@@ -137,17 +137,23 @@ def ray_head(tmp_path):
     cmd = [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
            "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
            f"--temp-dir={temp_dir}", "--disable-usage-stats",
-           f"--min-worker-port={free_port()}", "--max-worker-port=0"]
+           f"--min-worker-port={free_port()}", "--max-worker-port=0",
+           # Every port explicit: a default one (agent 52365, metrics, ...) held by any other Ray on
+           # this machine would keep the job agent from starting.
+           *(f"--{name}={free_port()}" for name in (
+               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+               "metrics-export-port", "node-manager-port", "object-manager-port",
+               "ray-client-server-port"))]
     log = open(tmp_path / "ray-head.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     try:
         wait_for_http(f"{address}/api/version", proc, tmp_path / "ray-head.log", "ray start --head", timeout=120)
-        yield address, env
+        yield address, env, Path(temp_dir)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
-            proc.wait(timeout=60)
+            proc.wait(timeout=10)
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
@@ -159,7 +165,7 @@ def ray_head(tmp_path):
 
 @pytest.mark.slow
 def test_ray_job_submit_registers_a_model(tmp_path, ray_head, mlflow_server):
-    address, env = ray_head
+    address, env, ray_temp = ray_head
     root = tmp_path / "root"
     job_env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
     ray_bin = Path(sys.executable).with_name("ray")
@@ -171,13 +177,16 @@ def test_ray_job_submit_registers_a_model(tmp_path, ray_head, mlflow_server):
                "excludes": [".venv", "nltk_data", "y9k-data", "mlruns", "mlflow.db"]}),
            "--", "python", "pipelines/full.py", "--config", "pipelines/configs/demo.yaml", *sets]
     # The dashboard answers before its job agent is up; that refusal creates no job, so retry it.
-    for _ in range(20):
+    deadline = time.monotonic() + 180
+    while True:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=job_env, cwd=REPO)
         out = res.stdout + res.stderr
-        if "No available agent to submit job" not in out:
+        if "No available agent to submit job" not in out or time.monotonic() > deadline:
             break
         time.sleep(3)
-    assert res.returncode == 0, out[-4000:]
+    agent_logs = "".join(p.read_text(errors="replace")[-3000:]
+                         for p in ray_temp.glob("session_latest/logs/dashboard_agent*.log"))
+    assert res.returncode == 0, out[-3000:] + "\n--- dashboard agent log ---\n" + agent_logs
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     jobs = JobSubmissionClient(address).list_jobs()

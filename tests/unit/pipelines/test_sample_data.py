@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipelines import sample_data as sd
-from pipelines.sample_data import COARSE, FINE, SCALES, SampleDataError, det_classes, generate
+from pipelines.sample_data import COARSE, FINE, OBJECT_SIZE, SCALES, SampleDataError, det_classes, generate
 from tests.conftest import shared_path
 
 SMALL = SCALES["small"]
@@ -183,7 +183,7 @@ def test_coco_boxes_vary_in_size_and_shape_and_fills_are_dull(small):
             mask = coco.annToMask(a).astype(bool)
             hsv = np.asarray(Image.open(root / "coco" / "images" / "train" / im["file_name"]).convert("HSV"))
             saturation.append(np.median(hsv[..., 1][mask]) / 255)
-    assert min(rel_size) < 0.12 and max(rel_size) > 0.5
+    assert OBJECT_SIZE[0] * 0.8 < min(rel_size) < OBJECT_SIZE[0] * 1.5 and max(rel_size) > 0.5
     assert min(aspect) < 0.6 and max(aspect) > 1.6
     # The coarse look is a dull fill (saturation <= .25 before noise and JPEG).
     assert len(saturation) > 50 and np.percentile(saturation, 95) < 0.35

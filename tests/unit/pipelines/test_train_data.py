@@ -206,8 +206,36 @@ def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
     pq.write_table(_shard_table(rows), d / "part-00000.parquet")
     (d / "manifest.json").write_text("{}")
     assert count_kinds([str(d)]) == {"detection": 6}
-    check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1))
+    assert check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1)) == {"detection": 6}
     with pytest.raises(ShardDataError, match=r"needs at least 8 'detection' rows .* hold 6"):
         check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=2))
     with pytest.raises(ShardDataError, match=r"train.mode=joint needs at least 2 'classification' rows.*coco-train"):
         check_rows([str(d)], TrainConfig(mode="joint", batch_size=4, det_fraction=0.5))
+
+
+def test_small_shards_are_read_several_epochs_per_pass(tmp_path, ray_local):
+    """A pass (one Ray Data execution) must last MIN_STEPS_PER_PASS steps of every stream, so
+    that small shards do not restart the stream every few steps; large ones are read once."""
+    from pipelines.train.data import MAX_EPOCHS_PER_PASS, MIN_STEPS_PER_PASS, epochs_per_pass, read_shards
+
+    t = TrainConfig(mode="joint", batch_size=16, det_fraction=0.5, num_workers=1, max_steps=10**5)  # 8 + 8 a step
+    e = epochs_per_pass({"detection": 240, "classification": 608}, t)
+    assert e == -(-MIN_STEPS_PER_PASS * 8 // 240)  # the smaller stream decides
+    assert e * 240 // 8 >= MIN_STEPS_PER_PASS and (e - 1) * 240 // 8 < MIN_STEPS_PER_PASS
+    two = TrainConfig(**{**vars(t), "num_workers": 2})
+    assert epochs_per_pass({"detection": 240, "classification": 608}, two) == -(-MIN_STEPS_PER_PASS * 16 // 240)
+    assert epochs_per_pass({"detection": 10**6, "classification": 10**6}, t) == 1
+    assert epochs_per_pass({"detection": 3, "classification": 3}, t) == MAX_EPOCHS_PER_PASS
+    # Never more than the whole run: 40 steps of 8 detection rows out of 240 is 2 epochs.
+    short = TrainConfig(**{**vars(t), "max_steps": 40})
+    assert epochs_per_pass({"detection": 240, "classification": 608}, short) == 2
+    # read_shards repeats every block `epochs` times: each row comes back that many times.
+    d = tmp_path / "shards" / "coco-train"
+    d.mkdir(parents=True)
+    rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"x", "boxes": [], "box_nodes": [],
+             "image_node": -1} for i in range(5)]
+    import pyarrow.parquet as pq
+
+    pq.write_table(_shard_table(rows), d / "part-00000.parquet")
+    ids = [r["image_id"] for r in read_shards([str(d)], epochs=3).take_all()]
+    assert sorted(ids) == sorted([f"coco/{i}" for i in range(5)] * 3)

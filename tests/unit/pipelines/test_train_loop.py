@@ -42,3 +42,4 @@ def test_schedule_of_holds_what_gives_a_step_its_lr():
     s = schedule_of(cfg)
     assert s["lr"] == cfg.train.lr and s["steps"] == cfg.train.steps and s["max_steps"] == cfg.train.max_steps
     assert schedule_of(load_config("demo", ["train.lr=0.5"]))["lr"] == 0.5
+    assert schedule_of(load_config("demo", ["train.optimizer=sgd"]))["optimizer"] == "sgd"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines.config import TrainConfig
+from pipelines.config import ConfigError, TrainConfig
 from pipelines.train.optim import base_lr, build_optimizer, learning_rate, param_groups, set_lr
 
 
@@ -92,3 +92,28 @@ def test_sgd_step_decays_conv_weights_only():
     assert torch.allclose(after["3.weight"], before["3.weight"] * (1 - 0.1 * 0.01))
     for name in ("1.weight", "1.bias", "3.bias"):
         assert torch.equal(after[name], before[name]), name
+
+
+def test_adamw_decays_conv_weights_only_and_follows_the_gradient():
+    net = _net()
+    t = TrainConfig(optimizer="adamw", momentum=0.9, weight_decay=0.01)
+    opt = build_optimizer(param_groups(net, t.weight_decay), t)
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["betas"] == (0.9, 0.999)
+    set_lr(opt, 0.1)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    net[3].bias.grad = torch.ones_like(net[3].bias)
+    opt.step()
+    after = dict(net.named_parameters())
+    # Decoupled decay on conv weights only: w *= 1 - lr * decay (a zero gradient adds no Adam step).
+    assert torch.allclose(after["0.weight"], before["0.weight"] * (1 - 0.1 * 0.01))
+    for name in ("1.weight", "1.bias"):
+        assert torch.equal(after[name], before[name]), name
+    # Adam's first step moves a parameter by lr against the sign of its gradient.
+    assert torch.allclose(after["3.bias"], before["3.bias"] - 0.1, atol=1e-6)
+
+
+def test_unknown_optimizer_is_refused_by_name():
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        TrainConfig(optimizer="lamb")

@@ -210,6 +210,40 @@ def test_classification_only_image_flat() -> None:
     assert grads["j17"] == pytest.approx(-5 * (.3 - s) * s * (1 - s), rel=1e-4)
 
 
+def test_paper_variant_gives_classification_images_no_noobject_term() -> None:
+    """The paper's text: a classification image backpropagates the class loss (and the .3
+    objectness pull) at its best prediction only; detection images in the same batch keep
+    every term of the j17 loss."""
+    gen = torch.Generator().manual_seed(11)
+    raw = torch.randn(2, A * (5 + C), H, W, generator=gen)
+    v = view(raw)
+    v[0, :, 4] = -1.5  # obj .18 everywhere in the classification image ...
+    v[0, 1, 4, 3, 2] = -1.0  # ... but its best prediction for label 1: obj .27 < .3, P(1) ~ 1
+    v[0, 1, 5:, 3, 2] = torch.tensor([0.0, 9.0, 0.0])
+    boxes = torch.zeros(2, 1, 4)
+    boxes[1, 0] = torch.tensor([.3, .4, .2, .3])
+    targets = {"boxes": boxes, "labels": torch.tensor([[-1], [2]]), "image_label": torch.tensor([1, -1])}
+    grads = {}
+    for variant in ("j17", "paper"):
+        r = raw.clone().requires_grad_(True)
+        RegionLoss(ANCHORS, C, variant=variant)(r, targets, seen=0)["total"].backward()
+        grads[variant] = view(r.grad)
+    g_paper, g_j17 = grads["paper"], grads["j17"]
+    others = torch.ones(A, H, W, dtype=torch.bool)
+    others[1, 3, 2] = False
+    assert (g_j17[0, :, 4][others] > 0).all()  # j17 (darknet): no-object everywhere else
+    assert (g_paper[0, :, 4][others] == 0).all()  # paper: nothing else is touched
+    assert (g_paper[0, :, 0:4] == 0).all()
+    assert (g_paper[0, :, 5:].abs().sum(1) != 0).nonzero().tolist() == [[1, 3, 2]]
+    assert g_paper[0, 1, 4, 3, 2] == g_j17[0, 1, 4, 3, 2] < 0  # the same .3 pull
+    assert torch.equal(g_paper[1], g_j17[1])  # the detection image is unaffected
+
+
+def test_unknown_loss_variant_is_refused() -> None:
+    with pytest.raises(ValueError, match="'head', 'j17' or 'paper'"):
+        RegionLoss(ANCHORS, C, variant="v3")
+
+
 def test_detection_gradients_only_at_responsible_slots_without_warmup() -> None:
     raw = torch.randn(2, A * (5 + C), H, W, generator=torch.Generator().manual_seed(6)).requires_grad_(True)
     RegionLoss(ANCHORS, C)(raw, make_targets(), seen=12800)["total"].backward()
