@@ -14,9 +14,11 @@ Every op works on a ``(..., num_nodes)`` tensor in node order.
   of every group on its path, nothing for groups below it or off its path.
 - :meth:`Tree.absolute_softmax`: ``absolute(softmax(logits))``; with ``Y9K_TREE_KERNEL=1`` it
   runs one fused CPU kernel (``_tree_kernels.cpp``, compiled once per machine by torch's
-  extension loader, ~1.5 min, ``-march=native``). Opt-in, so no run pays a compile it did not
-  ask for; it falls back to the ops above when the kernel cannot be built or the tensor is not
-  a float CPU tensor.
+  extension loader, ~1.5 min, ``-march=native``): the memory traffic of a flat softmax (the
+  forward keeps only its output; the backward needs nothing else), group work vectorized across
+  groups with AVX-512 where the CPU has it. Opt-in, so no run pays a compile it did not ask for;
+  it falls back to the ops above when the kernel cannot be built or the tensor is not a float
+  CPU tensor.
 - :meth:`Tree.decode`: darknet's top-down decode (``hierarchy_top_prediction``).
 """
 
@@ -133,16 +135,15 @@ class _FusedAbsoluteSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, tree: Tree, kernel) -> Tensor:
-        p, a = kernel.forward(x, *tree._kernel_index())
+        a = kernel.forward(x, *tree._kernel_index())
         ctx.tree, ctx.kernel = tree, kernel
-        ctx.save_for_backward(p, a)
+        ctx.save_for_backward(a)  # the backward needs only the output (see _tree_kernels.cpp)
         return a
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        p, a = ctx.saved_tensors
-        t = ctx.tree
-        gx = ctx.kernel.backward(grad.contiguous(), p, a, *t._kernel_index())
+        (a,) = ctx.saved_tensors
+        gx = ctx.kernel.backward(grad.contiguous(), a, *ctx.tree._kernel_index())
         return gx, None, None
 
 
@@ -230,7 +231,7 @@ class Tree(nn.Module):
         return out
 
     def _kernel_index(self) -> tuple[Tensor, ...]:
-        return self.group_offset, self.group_size, self.group_parent, self.group, self.child_group
+        return self.group_offset, self.group_size, self.group_parent, self.group
 
     def _check_last(self, x: Tensor) -> None:
         if x.shape[-1] != self.num_nodes:

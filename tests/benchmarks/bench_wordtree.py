@@ -62,6 +62,17 @@ def main() -> int:
 
     timing = time_alternating({"tree": hier, "flat": flat}, repeats=args.repeats, warmup=1)
     ratio = timing["tree"]["median"] / timing["flat"]["median"]
+
+    # The same, split (diagnostic only: the target is on forward + backward above): forward alone
+    # (no graph), and backward alone from a kept graph.
+    with torch.no_grad():
+        split = time_alternating({"tree": lambda: tree.absolute_softmax(x), "flat": lambda: torch.softmax(x, -1)},
+                                 repeats=args.repeats, warmup=1)
+    a_tree, a_flat = tree.absolute_softmax(x), torch.softmax(x, -1)
+    split_bwd = time_alternating({"tree": lambda: torch.autograd.grad(a_tree, x, g, retain_graph=True),
+                                  "flat": lambda: torch.autograd.grad(a_flat, x, g, retain_graph=True)},
+                                 repeats=args.repeats, warmup=1)
+    del a_tree, a_flat
     meets = build_s < 10 and ratio <= 1.5
     path = write_result(
         "wordtree",
@@ -73,6 +84,10 @@ def main() -> int:
             "wordnet_load_s": {"value": wn_s, "unit": "s"},
             "tree_softmax_absolute_fwd_bwd_s": {"value": timing["tree"]["median"], "unit": "s", **timing["tree"]},
             "flat_softmax_fwd_bwd_s": {"value": timing["flat"]["median"], "unit": "s", **timing["flat"]},
+            "tree_fwd_only_s": {"value": split["tree"]["median"], "unit": "s", **split["tree"]},
+            "flat_fwd_only_s": {"value": split["flat"]["median"], "unit": "s", **split["flat"]},
+            "tree_bwd_only_s": {"value": split_bwd["tree"]["median"], "unit": "s", **split_bwd["tree"]},
+            "flat_bwd_only_s": {"value": split_bwd["flat"]["median"], "unit": "s", **split_bwd["flat"]},
         },
         baseline={"what": "flat softmax fwd+bwd, same shape", "value": timing["flat"]["median"]},
         ratio=ratio,
@@ -82,7 +97,9 @@ def main() -> int:
               "tree = Tree.absolute_softmax (fused C++ kernel when built) forward + backward",
     )
     print(f"9k build {build_s:.2f} s; tree {timing['tree']['median']:.2f} s vs flat "
-          f"{timing['flat']['median']:.2f} s -> ratio {ratio:.2f}; wrote {path}")
+          f"{timing['flat']['median']:.2f} s -> ratio {ratio:.2f} (forward alone "
+          f"{split['tree']['median'] / split['flat']['median']:.2f}x, backward alone "
+          f"{split_bwd['tree']['median'] / split_bwd['flat']['median']:.2f}x); wrote {path}")
     return 0
 
 

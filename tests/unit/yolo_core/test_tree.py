@@ -173,3 +173,45 @@ def test_absolute_softmax_fused_matches_composition(tree, kernel, monkeypatch):
         assert fused_kernel() is None  # opt-in: nothing is compiled unless asked for
     elif fused_kernel() is None:
         pytest.skip("fused kernel not built here (no compiler?): the composition was tested")
+
+
+def _random_tree(seed: int, n_groups: int = 60) -> list[int]:
+    """Darknet order, groups of 1..40 nodes (several past the 16-lane SIMD chunk), two roots' groups."""
+    gen = torch.Generator().manual_seed(seed)
+    parents: list[int] = []
+    frontier = [-1]
+    for gi in range(n_groups):
+        size = int(torch.randint(1, 41 if gi % 7 == 0 else 7, (1,), generator=gen))
+        p = frontier.pop(int(torch.randint(0, len(frontier), (1,), generator=gen))) if gi else -1
+        start = len(parents)
+        parents.extend([p] * size)
+        frontier.extend(range(start, start + size))
+    return parents
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_kernel_float32_forward_backward(seed, monkeypatch):
+    """The float32 kernel (the SIMD path where built with AVX-512) against float64 torch ops."""
+    from yolo_core import tree as tree_module
+
+    monkeypatch.setenv("Y9K_TREE_KERNEL", "1")
+    monkeypatch.setattr(tree_module, "_KERNEL", None)
+    if tree_module.fused_kernel() is None:
+        pytest.skip("fused kernel not built here (no compiler?)")
+    t = Tree(_random_tree(seed))
+    assert t.num_groups % 16 != 0 and int(t.group_size.max()) > 32
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(37, t.num_nodes, generator=gen) * 3
+    x[:5, t.group_offset[3]:t.group_offset[3] + t.group_size[3]] -= 1e4  # underflowing group: redone
+    x[5, :] = 0  # equal scores
+    x[6, 0] -= 300  # a root far below the others: its subtree's absolute probabilities are 0 in float32
+    g = torch.randn(37, t.num_nodes, generator=gen)
+    x64 = x.double().requires_grad_()
+    ref = t.absolute(t.softmax(x64))
+    ref.backward(g.double())
+    x32 = x.clone().requires_grad_()
+    out = t.absolute_softmax(x32)
+    out.backward(g)
+    assert out.dtype == torch.float32 and torch.isfinite(x32.grad).all()
+    assert torch.allclose(out.double(), ref.detach(), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-5)
