@@ -189,6 +189,11 @@ class TrainConfig:
     # paper's text: classification images get only the class loss and the .3 objectness pull,
     # no no-object term; see yolo_core.region).
     loss_variant: Literal["head", "j17", "paper"] = "head"
+    # Which prediction of a classification image gets its class loss: 'label' (darknet and the
+    # paper: the highest obj x P(label)) or 'object' (the highest objectness). From scratch,
+    # 'label' lets the model score its labels at arbitrary predictions instead of learning them
+    # from the object (see yolo_core.region).
+    cls_select: Literal["label", "object"] = "label"
     amp: bool = True
     checkpoint_every: int = 100
     log_every: int = 10

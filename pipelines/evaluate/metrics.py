@@ -457,10 +457,16 @@ def table_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def ground_truth_from_shards(table: Any, class_ids: Sequence[str], class_names: Sequence[str] | None = None,
-                             source: str = "shards") -> GroundTruth:
+                             source: str = "shards",
+                             implied: Mapping[str, Sequence[str]] | None = None) -> GroundTruth:
     """Ground truth from shard rows (columns image_id, orig_width, orig_height, boxes as normalized
-    cx, cy, w, h, box_labels): boxes in pixels of the original image, classes by ``box_labels``."""
+    cx, cy, w, h, box_labels): boxes in pixels of the original image, classes by ``box_labels``.
+
+    ``implied`` maps a class to the evaluated classes it belongs to as well (its ancestors in the
+    WordTree, see ``evaluate.stage.ancestor_classes``): a box labelled "brown bear" is then also a
+    "bear" box, so a detector that calls it a bear is right, not a false positive."""
     cls_index = {c: i for i, c in enumerate(class_ids)}
+    implied = implied or {}
     ids = table.column("image_id").to_pylist()
     ow = table.column("orig_width").to_numpy().astype(np.float64)
     oh = table.column("orig_height").to_numpy().astype(np.float64)
@@ -472,7 +478,9 @@ def ground_truth_from_shards(table: Any, class_ids: Sequence[str], class_names: 
                 raise AnnotationError(f"{source}: image_id={ids[i]!r} box {k}: field 'box_labels' is {lab!r}, "
                                       f"not one of the {len(class_ids)} evaluated classes")
             cx, cy, w, h = b
-            rows.append(((cx - w / 2) * ow[i], (cy - h / 2) * oh[i], (cx + w / 2) * ow[i], (cy + h / 2) * oh[i], i, c))
+            xyxy = ((cx - w / 2) * ow[i], (cy - h / 2) * oh[i], (cx + w / 2) * ow[i], (cy + h / 2) * oh[i])
+            rows.append((*xyxy, i, c))
+            rows.extend((*xyxy, i, cls_index[a]) for a in implied.get(lab, ()))
     arr = np.array(rows, dtype=np.float64).reshape(-1, 6)
     return GroundTruth(ids, list(class_ids), list(class_names) if class_names is not None else list(class_ids),
                        arr[:, :4].copy(), arr[:, 4].astype(np.int64), arr[:, 5].astype(np.int64),

@@ -73,6 +73,26 @@ def class_subset_of(tree: Any, det_wnids: Sequence[str]) -> list[int]:
     return [index[w] for w in det_wnids]
 
 
+def ancestor_classes(tree: Any, det_wnids: Sequence[str]) -> dict[str, list[str]]:
+    """For each evaluated class, the evaluated classes above it in the tree (nearest first).
+
+    ImageNet DET-200 has none (no DET class is a WordNet ancestor of another); the sample DET
+    set evaluates "bear" next to "brown bear", and a brown bear is also a bear."""
+    wnids, _, parents = tree_lists(tree)
+    index = {w: i for i, w in enumerate(wnids)}
+    evaluated = set(det_wnids)
+    out: dict[str, list[str]] = {}
+    for w in det_wnids:
+        up, node = [], parents[index[w]]
+        while node >= 0:
+            if wnids[node] in evaluated:
+                up.append(wnids[node])
+            node = parents[node]
+        if up:
+            out[w] = up
+    return out
+
+
 def shard_files(shards: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
     files = []
     for uri in shards:
@@ -147,7 +167,8 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
                                 thresh=e.thresh, hier_thresh=e.hier_thresh, nms=e.nms, batch_size=e.batch_size,
                                 storage_options=opts)
     gt = M.ground_truth_from_shards(_read_columns(files, GT_COLUMNS, opts), wnids, names,
-                                    source=", ".join(storage.redact_uri(s) for s in shards))
+                                    source=", ".join(storage.redact_uri(s) for s in shards),
+                                    implied=ancestor_classes(rt_tree, wnids) if rt_tree is not None else None)
     preds = M.predictions_from_table(read_predictions(pred_uri, opts), gt, source=storage.redact_uri(pred_uri))
     res = M.ap50(gt, preds)
     summary = M.summarize(res.ap50, wnids, split)

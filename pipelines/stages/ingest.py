@@ -230,10 +230,13 @@ def _expand_tar(container: dict[str, Any], storage_options: Mapping[str, Any]) -
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     buf = pa.BufferOutputStream()
-    # JPEG bytes do not compress; the other columns do.
+    # JPEG bytes do not compress; the other columns do. Nor do they repeat or have a useful
+    # min / max: dictionary-encoding and statistics on them cost most of a shard's write time.
     compression = {name: ("NONE" if name == "image" else "ZSTD") for name in table.column_names}
+    small = [name for name in table.column_names if name != "image"]
     rows_per_group = max(1, min(len(table), math.ceil(len(table) * (8 << 20) / max(1, table.nbytes))))
-    pq.write_table(table, buf, compression=compression, row_group_size=rows_per_group)
+    pq.write_table(table, buf, compression=compression, row_group_size=rows_per_group,
+                   use_dictionary=small, write_statistics=small)
     return buf.getvalue().to_pybytes()
 
 
@@ -258,11 +261,15 @@ def _make_sink(out_dir: str, storage_options: Mapping[str, Any], target_bytes: i
             tables = [t for t in tables if t.num_rows]
             table = pa.concat_tables(tables) if tables else _OUT_SCHEMA.empty_table()
             rejects = [r for js in table.column("rejects").to_pylist() if js for r in json.loads(js)]
-            mask = table.column("image").is_valid()
-            accepted = table.filter(mask).select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA)
+            image_records = table.num_rows
+            if table.column("image").null_count:  # filtering copies every image: only when needed
+                table = table.filter(table.column("image").is_valid())
+            accepted = table.select(SHARD_SCHEMA.names)
+            if not accepted.schema.equals(SHARD_SCHEMA):
+                accepted = accepted.cast(SHARD_SCHEMA)
             result: dict[str, Any] = {"files": [], "rejects": rejects, "images": accepted.num_rows,
                                       "boxes": sum(len(b) for b in accepted.column("box_nodes").to_pylist()),
-                                      "image_records": table.num_rows}
+                                      "image_records": image_records}
             if accepted.num_rows == 0:
                 return result
             # One part per ~target bytes; a bundle is at least target_bytes, rarely much more.

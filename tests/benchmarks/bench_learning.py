@@ -102,7 +102,7 @@ def main() -> int:
         "model": f"{cfg.model.name} width {cfg.model.width}",
         "steps": t.max_steps, "batch_size": t.batch_size, "det_fraction_joint": t.det_fraction,
         "input_size": t.input_size, "multiscale": [t.multiscale_min, t.multiscale_max], "lr": t.lr,
-        "burn_in": t.burn_in, "optimizer": t.optimizer, "loss_variant": t.loss_variant, "eval_input_size": cfg.eval.input_size, "eval_thresh": cfg.eval.thresh,
+        "burn_in": t.burn_in, "optimizer": t.optimizer, "loss_variant": t.loss_variant, "cls_select": t.cls_select, "eval_input_size": cfg.eval.input_size, "eval_thresh": cfg.eval.thresh,
         "classes_seen": jm["num_classes_seen"], "classes_unseen": jm["num_classes_unseen"],
         "eval_images": jm["num_images"], "overrides": args.overrides, "ratio_kind": ratio_kind,
     }

@@ -164,3 +164,51 @@ def test_bad_annotations_name_file_record_and_field(tmp_path):
     bad = M.Predictions(np.zeros((2, 4)), np.ones(2), np.array([0, 0]), np.array([0, 3]))
     with pytest.raises(M.AnnotationError, match=r"record 1: field 'box_class' = 3"):
         M.ap50(gt, bad)
+
+
+# ---- nested classes: an object of a fine class is also an object of each evaluated ancestor ---------
+
+
+def _nested_table(labels: list[str]):
+    import pyarrow as pa
+
+    boxes = [[0.25 + 0.3 * k, 0.5, 0.2, 0.4] for k in range(len(labels))]
+    return pa.table({"image_id": ["img"], "orig_width": [200], "orig_height": [100],
+                     "boxes": [boxes], "box_labels": [labels]})
+
+
+def test_implied_ancestor_classes_turn_false_positives_into_true_positives():
+    classes = ["bear", "brown_bear", "dog"]
+    table = _nested_table(["brown_bear", "bear"])
+    plain = M.ground_truth_from_shards(table, classes)
+    nested = M.ground_truth_from_shards(table, classes, implied={"brown_bear": ["bear"]})
+    assert len(plain.boxes) == 2 and len(nested.boxes) == 3
+    # The brown bear's box is ground truth for both of its classes.
+    assert sorted(nested.box_class[np.all(nested.boxes == plain.boxes[0], 1)].tolist()) == [0, 1]
+    # A detector that calls both objects "bear" (the hierarchy's answer for a brown bear too).
+    preds = M.Predictions(plain.boxes.copy(), np.array([0.9, 0.8]), np.zeros(2, np.int64), np.zeros(2, np.int64))
+    assert M.ap50(plain, preds).ap50[0] < 0.6  # the brown bear counts against "bear"
+    assert M.ap50(nested, preds).ap50[0] == pytest.approx(1.0)
+
+
+def test_ancestor_classes_follow_the_tree_and_real_det200_has_none():
+    from pipelines.evaluate.stage import ancestor_classes
+    from wordtree_build.tree import WordTree
+
+    # root -> bear -> (brown_bear, ice_bear); root -> dog; "carnivore" between root and bear is not evaluated.
+    tree = WordTree(wnids=["root", "carnivore", "dog", "bear", "brown_bear", "ice_bear"],
+                    names=["root", "carnivore", "dog", "bear", "brown bear", "ice bear"],
+                    parents=[-1, 0, 0, 1, 3, 3], is_label=[False, False, True, True, True, True])
+    assert ancestor_classes(tree, ["dog", "bear", "brown_bear", "ice_bear"]) == \
+        {"brown_bear": ["bear"], "ice_bear": ["bear"]}
+    assert ancestor_classes(tree, ["brown_bear", "dog"]) == {}
+    assert ancestor_classes(tree, ["root", "ice_bear"]) == {"ice_bear": ["root"]}
+
+    # ImageNet DET-200 nests no class under another in darknet's 9k tree: the rule changes nothing there.
+    from yolo_core.tree import Tree
+
+    t9k = Tree.load(shared_path("darknet", "9k.tree"))
+    rows = [line.split("\t") for line in shared_path("imagenet", "det200_synsets.tsv").open()]
+    det = [r[0] for r in rows if r[0] in set(t9k.wnids)]
+    assert len(det) >= 190
+    assert ancestor_classes(t9k, det) == {}

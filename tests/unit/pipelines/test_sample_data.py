@@ -170,7 +170,7 @@ def test_coco_sets_load_in_pycocotools_and_match_the_images(small):
         ann_ids |= set(coco.getAnnIds())
 
 
-def test_coco_boxes_vary_in_size_and_shape_and_fills_are_dull(small):
+def test_coco_boxes_vary_in_size_and_shape_and_fills_mix_dull_and_fine_looks(small):
     root, _ = small
     coco = COCO(str(root / "coco" / "annotations" / "instances_train.json"))
     rel_size, aspect, saturation = [], [], []
@@ -185,8 +185,11 @@ def test_coco_boxes_vary_in_size_and_shape_and_fills_are_dull(small):
             saturation.append(np.median(hsv[..., 1][mask]) / 255)
     assert OBJECT_SIZE[0] * 0.8 < min(rel_size) < OBJECT_SIZE[0] * 1.5 and max(rel_size) > 0.5
     assert min(aspect) < 0.6 and max(aspect) > 1.6
-    # The coarse look is a dull fill (saturation <= .25 before noise and JPEG).
-    assert len(saturation) > 50 and np.percentile(saturation, 95) < 0.35
+    # A coarse object is dull (saturation <= .25 before noise and JPEG) or wears one of its fine
+    # classes' looks (1 in 3 or 4 dull): both kinds are common, as COCO's boxes hold every breed.
+    saturation = np.array(saturation)
+    assert len(saturation) > 50
+    assert 0.15 < np.mean(saturation < 0.3) < 0.6, np.mean(saturation < 0.3)
 
 
 def test_imagenet_layout_and_images(small):

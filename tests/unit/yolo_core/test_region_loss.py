@@ -239,6 +239,26 @@ def test_paper_variant_gives_classification_images_no_noobject_term() -> None:
     assert torch.equal(g_paper[1], g_j17[1])  # the detection image is unaffected
 
 
+def test_cls_select_object_puts_the_class_loss_at_the_most_object_like_prediction() -> None:
+    """'label' (darknet) picks the highest obj x P(label); 'object' picks the highest obj, so a
+    prediction that merely favours the label somewhere in the background is not the one taught."""
+    raw = torch.zeros(1, A * (5 + C), H, W)
+    v = view(raw)
+    v[0, :, 4] = -2.0
+    v[0, 0, 4, 1, 1] = 2.0  # the most object-like prediction: obj .88, P(label 1) = 1/3
+    v[0, 1, 4, 3, 0] = 0.5  # obj .62, but P(label 1) ~ 1: the best obj x P(label)
+    v[0, 1, 5:, 3, 0] = torch.tensor([0.0, 9.0, 0.0])
+    targets = {"boxes": torch.zeros(1, 1, 4), "labels": torch.tensor([[-1]]), "image_label": torch.tensor([1])}
+    taught = {}
+    for select in ("label", "object"):
+        r = raw.clone().requires_grad_(True)
+        RegionLoss(ANCHORS, C, variant="paper", cls_select=select)(r, targets, seen=0)["total"].backward()
+        taught[select] = (view(r.grad)[0, :, 5:].abs().sum(1) != 0).nonzero().tolist()
+    assert taught == {"label": [[1, 3, 0]], "object": [[0, 1, 1]]}
+    with pytest.raises(ValueError, match="cls_select must be 'label' or 'object'"):
+        RegionLoss(ANCHORS, C, cls_select="box")
+
+
 def test_unknown_loss_variant_is_refused() -> None:
     with pytest.raises(ValueError, match="'head', 'j17' or 'paper'"):
         RegionLoss(ANCHORS, C, variant="v3")
