@@ -42,6 +42,8 @@ FINAL_STEPS_AT_MAX = 200
 # MAX_EPOCHS_PER_PASS epochs (see epochs_per_pass).
 MIN_STEPS_PER_PASS = 500
 MAX_EPOCHS_PER_PASS = 64
+# The training streams and the shard rows (``kind``) each one reads.
+STREAM_KIND = {"det": "detection", "cls": "classification"}
 
 
 class ShardDataError(PipelineError):
@@ -207,14 +209,13 @@ def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig,
     from pipelines import storage
 
     have = count_kinds(shard_uris, storage_options)
-    kind = {"det": "detection", "cls": "classification"}
     for name, n in batch_split(tcfg).items():
         need = n * tcfg.num_workers
-        if have.get(kind[name], 0) < need:
+        if have.get(STREAM_KIND[name], 0) < need:
             where = ", ".join(storage.redact_uri(u) for u in shard_uris)
             raise ShardDataError(
-                f"train.mode={tcfg.mode} needs at least {need} '{kind[name]}' rows ({n} per micro-batch x "
-                f"{tcfg.num_workers} workers); the shards ({where}) hold {have.get(kind[name], 0)}")
+                f"train.mode={tcfg.mode} needs at least {need} '{STREAM_KIND[name]}' rows ({n} per micro-batch x "
+                f"{tcfg.num_workers} workers); the shards ({where}) hold {have.get(STREAM_KIND[name], 0)}")
     return have
 
 
@@ -228,11 +229,10 @@ def epochs_per_pass(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> int:
     when it is shorter). Each epoch within a pass still gets its own augmentation;
     ImageNet-sized shards give 1.
     """
-    kind = {"det": "detection", "cls": "classification"}
     steps = min(MIN_STEPS_PER_PASS, tcfg.max_steps * tcfg.subdivisions)  # no more than the run needs
     need = 1
     for name, n in batch_split(tcfg).items():
-        rows = max(1, rows_by_kind.get(kind[name], 0))
+        rows = max(1, rows_by_kind.get(STREAM_KIND[name], 0))
         need = max(need, math.ceil(steps * n * tcfg.num_workers / rows))
     return min(need, MAX_EPOCHS_PER_PASS)
 
@@ -240,10 +240,9 @@ def epochs_per_pass(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> int:
 def training_datasets(ds, tcfg: TrainConfig) -> dict[str, Any]:
     """Split the rows by kind for the mode and attach decode + augmentation (lazy)."""
     wanted = {"detect": ["det"], "classify": ["cls"], "joint": ["det", "cls"]}[tcfg.mode]
-    kind = {"det": "detection", "cls": "classification"}
     out = {}
     for name in wanted:
-        part = ds.filter(expr=f"kind == '{kind[name]}'")
+        part = ds.filter(expr=f"kind == '{STREAM_KIND[name]}'")
         out[name] = part.map_batches(
             decode_augment, batch_format="pyarrow", batch_size=16,
             fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
