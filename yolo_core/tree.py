@@ -16,7 +16,9 @@ Every op works on a ``(..., num_nodes)`` tensor in node order.
   runs one fused CPU kernel (``_tree_kernels.cpp``, compiled once per machine by torch's
   extension loader, ~1.5 min, ``-march=native``): the memory traffic of a flat softmax (the
   forward keeps only its output; the backward needs nothing else), group work vectorized across
-  groups with AVX-512 where the CPU has it. Opt-in, so no run pays a compile it did not ask for;
+  groups with AVX-512 where the CPU has it, rows on every torch thread, and large outputs advised
+  onto transparent huge pages (first-touch page faults on a 1.2 GB output otherwise cost more
+  than the arithmetic). Opt-in, so no run pays a compile it did not ask for;
   it falls back to the ops above when the kernel cannot be built or the tensor is not a float
   CPU tensor.
 - :meth:`Tree.decode`: darknet's top-down decode (``hierarchy_top_prediction``).
@@ -45,8 +47,9 @@ def fused_kernel():
             try:
                 from torch.utils.cpp_extension import load
 
+                # -fopenmp: at::parallel_for is OpenMP in torch's headers; without it rows run on one thread.
                 _KERNEL = load(name="y9k_tree_kernels", sources=[str(Path(__file__).with_name("_tree_kernels.cpp"))],
-                               extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"], extra_ldflags=["-lmvec"])
+                               extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"], extra_ldflags=["-lmvec", "-fopenmp"])
             except Exception as e:  # no compiler, no headers: the torch ops still work
                 log.warning("fused WordTree kernel unavailable (%s); using torch ops", e)
     return _KERNEL or None
@@ -135,7 +138,7 @@ class _FusedAbsoluteSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, tree: Tree, kernel) -> Tensor:
-        a = kernel.forward(x, *tree._kernel_index())
+        a = kernel.forward(x, *tree._kernel_index(), True)
         ctx.tree, ctx.kernel = tree, kernel
         ctx.save_for_backward(a)  # the backward needs only the output (see _tree_kernels.cpp)
         return a
@@ -143,7 +146,7 @@ class _FusedAbsoluteSoftmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (a,) = ctx.saved_tensors
-        gx = ctx.kernel.backward(grad.contiguous(), a, *ctx.tree._kernel_index())
+        gx = ctx.kernel.backward(grad.contiguous(), a, *ctx.tree._kernel_index(), True)
         return gx, None, None
 
 

@@ -215,3 +215,34 @@ def test_fused_kernel_float32_forward_backward(seed, monkeypatch):
     assert out.dtype == torch.float32 and torch.isfinite(x32.grad).all()
     assert torch.allclose(out.double(), ref.detach(), rtol=1e-4, atol=1e-6)
     assert torch.allclose(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_fused_kernel_large_output_on_several_threads(monkeypatch):
+    """Outputs over 64 MB take the huge-page advice, and rows are split over threads: the result is
+    the same, bit for bit, as one thread on ordinary pages (each row is computed the same way)."""
+    from yolo_core import tree as tree_module
+
+    monkeypatch.setenv("Y9K_TREE_KERNEL", "1")
+    monkeypatch.setattr(tree_module, "_KERNEL", None)
+    kernel = tree_module.fused_kernel()
+    if kernel is None:
+        pytest.skip("fused kernel not built here (no compiler?)")
+    t = Tree(_random_tree(1))
+    rows = (80 << 20) // (4 * t.num_nodes) + 1  # > 64 MB of float32
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(rows, t.num_nodes, generator=gen)
+    g = torch.randn(rows, t.num_nodes, generator=gen)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = kernel.forward(x, *t._kernel_index(), True)
+        gx = kernel.backward(g, a, *t._kernel_index(), True)
+        torch.set_num_threads(1)
+        a1 = kernel.forward(x, *t._kernel_index(), False)
+        gx1 = kernel.backward(g, a1, *t._kernel_index(), False)
+    finally:
+        torch.set_num_threads(threads)
+    assert a.nbytes > 64 << 20
+    assert torch.equal(a, a1) and torch.equal(gx, gx1)
+    ref = t.absolute(t.softmax(x[:64].double()))
+    assert torch.allclose(a[:64].double(), ref, rtol=1e-4, atol=1e-6)
