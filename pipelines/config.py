@@ -55,7 +55,8 @@ class StorageConfig:
 class RayConfig:
     # None: connect to a running cluster if RAY_ADDRESS is set, else start a local instance.
     address: str | None = None
-    # CPUs for a local instance (None: all of this machine's).
+    # CPUs for a local instance (None: this machine's cores, or what training needs if more:
+    # a training worker and each data stream hold one; see pipelines/stages/__init__.py).
     num_cpus: int | None = None
 
     def __post_init__(self) -> None:
@@ -160,6 +161,10 @@ class TrainConfig:
     # the reserved CPUs only pays off on idle cores: on the 2-core demo machine 2 threads made
     # training 3x slower (their spinning starves Ray Data's decoding on the other core).
     torch_threads: int = 0
+    # CPUs for decoding and augmentation (Ray Data), shared by the streams in proportion to their
+    # rows per step, at least one each. 0: what the training workers leave of the cluster at
+    # start. Set it on an autoscaling cluster, where the start is smaller than the run.
+    data_cpus: float = 0
     batch_size: int = 64
     subdivisions: int = 1
     max_steps: int = 500_200
@@ -204,6 +209,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers", self.num_workers, "an integer >= 1")
         _check(self.cpus_per_worker >= 1, "train.cpus_per_worker", self.cpus_per_worker, "an integer >= 1")
+        _check(self.data_cpus >= 0, "train.data_cpus", self.data_cpus, "a number >= 0 (0: what the workers leave)")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         _check(self.torch_threads >= 0, "train.torch_threads", self.torch_threads, "an integer >= 0 (0: Ray's choice)")
         _check(self.optimizer in ("sgd", "adamw"), "train.optimizer", self.optimizer, "'sgd' or 'adamw'")

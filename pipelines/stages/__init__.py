@@ -17,4 +17,16 @@ def ensure_ray(cfg: Any) -> None:
         ray.init(address=address)
     else:
         # "local": a new instance even when a `ray start` cluster runs on this machine.
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus or local_cpus(cfg), include_dashboard=False)
+
+
+def local_cpus(cfg: Any) -> int:
+    """Logical CPUs for a local instance: the machine's cores, or more when training needs them.
+
+    The training workers and each data stream hold whole CPUs (see train.stage); the streams wait
+    on training much of the time, so a small machine can hold one more than it has cores."""
+    from pipelines.train.data import batch_split
+
+    t = cfg.train
+    need = t.num_workers * t.cpus_per_worker + len(batch_split(t))
+    return max(os.cpu_count() or 1, need)

@@ -360,8 +360,11 @@ def _records_dataset(records: list[dict[str, Any]]):
 
     table = pa.Table.from_pylist(records, schema=RECORD_SCHEMA)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # Enough blocks for every CPU to stay busy, small enough that a block's images fit in memory.
-    per = max(1, min(64, math.ceil(table.num_rows / (4 * cpus))))
+    # Blocks of at most 64 images (they fit in memory), at least 4 per CPU, and a multiple of the
+    # CPUs in number, all of one size: the last round of tasks keeps every CPU busy to the end
+    # (19 blocks for 1,200 images on 2 CPUs left one core idle for the last one: 5% of the run).
+    blocks = math.ceil(max(math.ceil(table.num_rows / 64), 4 * cpus) / cpus) * cpus
+    per = max(1, math.ceil(table.num_rows / blocks))
     return ray.data.from_arrow([table.slice(i, per) for i in range(0, table.num_rows, per)])
 
 

@@ -150,10 +150,11 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
 
 
 def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None, epochs: int = 1,
-                seed: int | None = None):
-    """All rows of the shard directories as one Ray Dataset (only the columns training reads),
-    each block repeated ``epochs`` times (see :func:`epochs_per_pass`), files in an order shuffled with
-    ``seed`` (the same order on every pass, so a resumed worker can skip what it trained on).
+                seed: int | None = None, kind: str | None = None):
+    """The rows of the shard directories as one Ray Dataset (only the columns training reads, only
+    rows of ``kind`` when given), each block repeated ``epochs`` times (see :func:`epochs_per_pass`),
+    files in an order shuffled with ``seed`` (the same order on every pass, so a resumed worker can
+    skip what it trained on).
 
     The files are shuffled as they are read rather than with ``randomize_block_order``: that
     one is an all-to-all step which holds every block of a pass before passing any on.
@@ -176,6 +177,8 @@ def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | 
         fs = PyFileSystem(FSSpecHandler(storage.filesystem(files[0], storage_options)[0]))
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=False) if seed is not None else None
     ds = ray.data.read_parquet(files, columns=SHARD_COLUMNS, filesystem=fs, shuffle=shuffle)
+    if kind is not None:
+        ds = ds.filter(expr=f"kind == '{kind}'")
     if epochs > 1:
         # Repeat each block rather than list each file `epochs` times: Ray Train's ingest reads a
         # repeated path once (measured: one epoch per execution).
@@ -237,17 +240,32 @@ def epochs_per_pass(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> int:
     return min(need, MAX_EPOCHS_PER_PASS)
 
 
-def training_datasets(ds, tcfg: TrainConfig) -> dict[str, Any]:
-    """Split the rows by kind for the mode and attach decode + augmentation (lazy)."""
-    wanted = {"detect": ["det"], "classify": ["cls"], "joint": ["det", "cls"]}[tcfg.mode]
+def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_options: Mapping[str, Any] | None = None,
+                      epochs: int = 1) -> dict[str, Any]:
+    """The mode's streams (lazy Ray Datasets): rows of one kind, decoded and augmented."""
     out = {}
-    for name in wanted:
-        part = ds.filter(expr=f"kind == '{STREAM_KIND[name]}'")
-        out[name] = part.map_batches(
+    for name in batch_split(tcfg):
+        ds = read_shards(shard_uris, storage_options, epochs, seed=tcfg.seed, kind=STREAM_KIND[name])
+        out[name] = ds.map_batches(
             decode_augment, batch_format="pyarrow", batch_size=16,
             fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
         )
     return out
+
+
+def stream_cpu_limits(tcfg: TrainConfig, data_cpus: float) -> dict[str, float]:
+    """The CPUs each stream's Ray Data execution may use: one each, and what ``data_cpus`` holds
+    beyond that in proportion to the rows each stream supplies per step.
+
+    Why a limit per stream: each stream is its own Ray Data execution, and Ray Data's autoscaling
+    coordinator hands the cluster's CPUs to executions in the order they asked. Unlimited, the
+    classification stream (stalled behind its full buffer while training waits for detection
+    rows) kept every data CPU, and the detection stream's next pass got 0 and never produced a
+    row (2 cores, det_fraction .75). Capped, every stream's request fits beside the others'.
+    """
+    split = batch_split(tcfg)
+    total, spare = sum(split.values()), max(0.0, data_cpus - len(split))
+    return {name: 1.0 + spare * n / total for name, n in split.items()}
 
 
 def batch_split(tcfg: TrainConfig) -> dict[str, int]:

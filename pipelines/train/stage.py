@@ -21,7 +21,12 @@ from typing import Any
 from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
-from pipelines.train.data import check_rows, epochs_per_pass, read_shards, training_datasets
+from pipelines.train.data import (
+    check_rows,
+    epochs_per_pass,
+    stream_cpu_limits,
+    training_datasets,
+)
 from pipelines.train.loop import train_loop_per_worker
 from pipelines.train.tracking import create_run, resolve_tracking_uri
 
@@ -114,20 +119,21 @@ def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[S
     epochs = epochs_per_pass(rows_by_kind, t)
     if epochs > 1:
         log.info("train: small shards (%s), %d epochs per pass over them", rows_by_kind, epochs)
-    datasets = training_datasets(read_shards(list(shards), opts, epochs, seed=t.seed), t)
-
     parent, name = out_uri.rstrip("/").rsplit("/", 1)
     fs = _storage_filesystem(out_uri, opts)
     if fs is not None:  # with an explicit filesystem Ray wants the path inside it, no scheme
         parent = parent.split("://", 1)[1]
-    trainer = TorchTrainer(
+    loop_config = {
+        "cfg": cfg.to_dict(), "tree": tree_payload, "tags": tags, "run_id": run_id,
+        "tracking_uri": tracking_uri, "stop_after": stop_after,
+        "preview": preview_images(shards, cfg.eval.draw_images, opts) if t.eval_every and t.mode != "classify" else [],
+        "anchors": [list(map(float, a)) for a in anchors] if anchors is not None else None,
+    }
+    limits = _stream_cpu_limits(t)
+    log.info("train: CPUs per data stream: %s", limits)
+    result = _fit(TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "cfg": cfg.to_dict(), "tree": tree_payload, "tags": tags, "run_id": run_id,
-            "tracking_uri": tracking_uri, "stop_after": stop_after,
-            "preview": preview_images(shards, cfg.eval.draw_images, opts) if t.eval_every and t.mode != "classify" else [],
-            "anchors": [list(map(float, a)) for a in anchors] if anchors is not None else None,
-        },
+        train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker},
@@ -137,17 +143,10 @@ def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[S
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
-        datasets=datasets,
+        datasets=training_datasets(list(shards), t, opts, epochs),
         # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
-        dataset_config=ray.train.DataConfig(execution_options=_ordered_ingest()),
-    )
-    try:
-        result = trainer.fit()
-    except Exception as e:  # the worker's own error says what was wrong with which row or file
-        cause = _root_cause(e)
-        if getattr(type(cause), "user_facing", False):
-            raise StageError(f"train: {cause}") from e
-        raise
+        dataset_config=ray.train.DataConfig(execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
+    ))
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     step = int(metrics.get("step", 0))
     ckpt_uri = result.checkpoint.path if result.checkpoint is not None else None
@@ -161,12 +160,45 @@ def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[S
     return TrainResult(out_uri, run_id, step, ckpt_uri, metrics)
 
 
-def _ordered_ingest():
-    """Ray Train's default ingest options with the row order preserved."""
+def _fit(trainer: Any) -> Any:
+    try:
+        return trainer.fit()
+    except Exception as e:  # the worker's own error says what was wrong with which row or file
+        cause = _root_cause(e)
+        if getattr(type(cause), "user_facing", False):
+            raise StageError(f"train: {cause}") from e
+        raise
+
+
+def _stream_cpu_limits(t) -> dict[str, float]:
+    """CPU limits of the data streams (see ``stream_cpu_limits``), checked against the cluster.
+
+    With ``train.data_cpus`` unset the streams share what the training workers leave of the
+    cluster now, and it must hold one CPU per stream; an explicit value is taken as given (an
+    autoscaling cluster grows to it)."""
+    import ray
+
+    workers = t.num_workers * t.cpus_per_worker
+    if t.data_cpus > 0:
+        return stream_cpu_limits(t, t.data_cpus)
+    total = ray.cluster_resources().get("CPU", 0)
+    limits = stream_cpu_limits(t, total - workers)
+    if total < workers + sum(limits.values()):
+        raise StageError(
+            f"train: the cluster has {total:g} CPUs; the training workers take {workers:g} (train.num_workers x "
+            f"train.cpus_per_worker) and each of the {len(limits)} data streams needs at least 1, so "
+            f"{workers + len(limits):g} are needed. Add CPUs (ray.num_cpus for a local instance, --num-cpus for "
+            "`ray start`: logical CPUs may exceed the cores), lower the workers, or set train.data_cpus")
+    return limits
+
+
+def _ordered_ingest(cpus: float):
+    """Ray Train's default ingest options with the row order preserved and at most ``cpus`` CPUs."""
     import ray.train
 
     opts = ray.train.DataConfig.default_ingest_options()
     opts.preserve_order = True
+    opts.resource_limits = opts.resource_limits.copy(cpu=cpus)
     return opts
 
 

@@ -132,10 +132,11 @@ def ray_head(tmp_path):
     env = _env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     ray_bin = Path(sys.executable).with_name("ray")
-    # Ray's unix socket paths must stay under 108 bytes: pytest's tmp_path is too deep.
+    # Ray's unix socket paths must stay under 108 bytes: pytest's tmp_path is too deep. 3 logical
+    # CPUs on this 2-core machine: the training worker and each of the two data streams hold one.
     temp_dir = tempfile.mkdtemp(prefix="y9k-ray-", dir="/tmp")
     cmd = [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
-           "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+           "--dashboard-host=127.0.0.1", "--num-cpus=3", "--include-dashboard=true",
            f"--temp-dir={temp_dir}", "--disable-usage-stats",
            f"--min-worker-port={free_port()}", "--max-worker-port=0",
            # Every port explicit: a default one (agent 52365, metrics, ...) held by any other Ray on

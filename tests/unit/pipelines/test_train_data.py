@@ -239,3 +239,73 @@ def test_small_shards_are_read_several_epochs_per_pass(tmp_path, ray_local):
     pq.write_table(_shard_table(rows), d / "part-00000.parquet")
     ids = [r["image_id"] for r in read_shards([str(d)], epochs=3).take_all()]
     assert sorted(ids) == sorted([f"coco/{i}" for i in range(5)] * 3)
+
+
+def test_stream_cpu_limits_one_each_then_by_rows_per_step():
+    from pipelines.train.data import stream_cpu_limits
+
+    joint = TrainConfig(mode="joint", batch_size=16, det_fraction=0.75)
+    assert stream_cpu_limits(joint, 2) == {"det": 1.0, "cls": 1.0}
+    assert stream_cpu_limits(joint, 6) == {"det": 4.0, "cls": 2.0}
+    assert stream_cpu_limits(joint, 1) == {"det": 1.0, "cls": 1.0}  # never below one: the stage checks
+    assert stream_cpu_limits(TrainConfig(mode="detect", batch_size=16), 3.0) == {"det": 3.0}
+
+
+def test_a_stalled_stream_does_not_starve_the_other(tmp_path, ray_local):
+    """The joint streams are two Ray Data executions. One stalled behind a full buffer (training
+    waits on the other) must not keep the other from running its next passes: each stream's CPUs
+    are capped (as run_train does through DataConfig), so both fit in the cluster (on 2 cores,
+    det_fraction .75, the detection stream's second pass used to get 0 CPUs for ever)."""
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from pipelines.train.data import stream_cpu_limits, training_datasets
+    from pipelines.train.stage import _ordered_ingest
+
+    d = tmp_path / "shards" / "mixed"
+    d.mkdir(parents=True)
+    rows = [{"image_id": f"{k}/{i}", "kind": kind, "image": _jpeg(64, 48, (8, 8, 40, 40)),
+             "boxes": [[0.1, 0.1, 0.6, 0.8]] if kind == "detection" else [],
+             "box_nodes": [0] if kind == "detection" else [], "image_node": -1 if kind == "detection" else 0}
+            for k, kind in (("d", "detection"), ("c", "classification")) for i in range(48)]
+    pq.write_table(_shard_table(rows), d / "part-00000.parquet")
+    t = TrainConfig(mode="joint", batch_size=8, det_fraction=0.75, multiscale=False, input_size=64)
+    streams = training_datasets([str(d)], t)
+    assert set(streams) == {"det", "cls"}
+    for name, cpus in stream_cpu_limits(t, 2).items():
+        streams[name].context.execution_options = _ordered_ingest(cpus)
+    cls_batches = iter(streams["cls"].iter_batches(batch_size=2, prefetch_batches=4))
+    assert len(next(cls_batches)["image"]) == 2  # started, then left stalled
+    passes: list[int] = []
+
+    def detection_passes() -> None:
+        for _ in range(3):
+            passes.append(sum(len(b["image"]) for b in streams["det"].iter_batches(batch_size=6)))
+
+    worker = threading.Thread(target=detection_passes, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert passes == [48, 48, 48]
+    assert len(next(cls_batches)["image"]) == 2  # and the stalled one goes on where it was
+
+
+def test_training_refuses_a_cluster_with_no_cpu_left_for_a_stream(ray_local):
+    from pipelines.errors import StageError
+    from pipelines.train.stage import _stream_cpu_limits
+
+    with pytest.raises(StageError, match=r"the cluster has 2 CPUs; .* so 3 are needed.*ray.num_cpus"):
+        _stream_cpu_limits(TrainConfig(mode="joint", num_workers=1))
+    assert _stream_cpu_limits(TrainConfig(mode="detect", num_workers=1)) == {"det": 1.0}
+    # Explicit: taken as given (an autoscaling cluster grows to it).
+    assert _stream_cpu_limits(TrainConfig(mode="joint", num_workers=2, data_cpus=4)) == {"det": 2.0, "cls": 2.0}
+
+
+def test_local_ray_holds_what_training_needs():
+    import os
+
+    from pipelines.config import load_config
+    from pipelines.stages import local_cpus
+
+    assert local_cpus(load_config("demo")) == max(os.cpu_count(), 3)  # 1 worker + 2 streams
+    assert local_cpus(load_config("demo", ["train.mode=detect"])) == max(os.cpu_count(), 2)
