@@ -463,6 +463,9 @@ def test_launcher_node_groups_cpu_head_gpu_and_cpu_workers(rel: str, yolo9000_co
         assert t["max_workers"] * t["resources"]["GPU"] >= train.num_workers
     for name, t in cpu.items():
         assert t["resources"].get("GPU", 0) == 0 and t["resources"]["CPU"] >= 1, f"{rel}: {name}"
+    # The data streams' CPUs (train.data_cpus) fit beside the training workers at full scale.
+    cpus = sum(t["max_workers"] * t["resources"]["CPU"] for t in workers.values())
+    assert train.data_cpus > 0 and train.num_workers * train.cpus_per_worker + train.data_cpus <= cpus
 
 
 # --------------------------------------------------------------------------------------------
