@@ -17,11 +17,16 @@
 // g is 0, so is S[g], and the term is 0.
 //
 // Groups are small (5 nodes on average for the 9k tree), so per-group work dominates unless it is
-// vectorized across groups. For float with AVX-512: the group sums are 16 masked loads (one per
-// group) folded into one vector of 16 sums; per-group values are spread over a per-node buffer
-// with one unmasked 16-lane store per group (in order, so each group overwrites the spill of the
-// one before); the per-node passes are then plain SIMD loops. Otherwise (double, no AVX-512): the
-// same algorithm with scalar loops per group.
+// vectorized across groups. For float with AVX-512: a group sum is one 16-lane load per group
+// (lanes past the group zeroed), 16 of them folded into one vector of 16 sums; per-group values
+// reach the nodes inside the per-node passes, one permute per 16 nodes (at most 16 groups meet
+// 16 consecutive nodes); exp is an inline polynomial. The forward's top-down step stays scalar,
+// over groups by depth (no step waits on the one before). The backward's bottom-up step goes over
+// a level layout, deepest level first, each level padded to whole chunks of 16 groups: a chunk's
+// sums of (a G + cs) in one vector, then cs[parent] = S as one scatter (a node has one child
+// group: no conflicts). On this hardware a gather or scatter costs about 16 loads, so they are
+// used once per 16 groups, never per node. Otherwise (double, no AVX-512): the same algorithm
+// with scalar loops per group.
 #include <math.h>
 #include <sys/mman.h>
 
@@ -31,6 +36,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -59,13 +65,20 @@ static inline T row_max(const T* x, int64_t n) {
 // The tree as compact int32 arrays (built once per call; ~40 KB for the 9k tree). Group arrays
 // are padded to Gp (a multiple of 16) with empty groups (offset N, no parent).
 struct TreeIndex {
-  int32_t N = 0, G = 0, Gp = 0;
+  int32_t N = 0, G = 0, Gp = 0, L = 0;
   std::vector<int32_t> off;     // Gp + 1: group g is [off[g], off[g + 1])
   std::vector<int32_t> par;     // Gp: parent node of group g, -1 for a root group
   std::vector<int32_t> parx;    // Gp: parent node, or N (a slot that holds 1 or is ignored)
   std::vector<int32_t> pgx;     // Gp: group of the parent node, or G (a slot that holds 1 or 0)
   std::vector<int32_t> big;     // groups of more than 16 nodes
   std::vector<int32_t> down;    // G: the groups by depth (then index): a group's parent group is a level up
+  // The spread of per-group values over nodes: node j's group is base[j / 16] + loc[j] (loc < 16).
+  std::vector<int32_t> base;    // (N + 15) / 16
+  std::vector<uint8_t> loc;     // N rounded up to 16 (0 past N)
+  // The level layout (backward): L slots, `down` with each level padded to a multiple of 16 slots
+  // with empty groups (offset N, size 0, no parent, group G).
+  std::vector<int32_t> loff, lsize, lparx, lgrp;  // L: offset, size, parent node (N for none), group
+  std::vector<uint16_t> lbig;                     // L / 16: per chunk, the lanes of groups of more than 16 nodes
 };
 
 static TreeIndex index_of(const at::Tensor& offsets, const at::Tensor& sizes, const at::Tensor& gparents,
@@ -103,6 +116,27 @@ static TreeIndex index_of(const at::Tensor& offsets, const at::Tensor& sizes, co
   t.down.resize(t.G);
   for (int32_t g = 0; g < t.G; ++g) t.down[g] = g;
   std::stable_sort(t.down.begin(), t.down.end(), [&](int32_t i, int32_t j) { return depth[i] < depth[j]; });
+  const auto pad = [&t] {
+    while (t.loff.size() % 16) t.loff.push_back(t.N), t.lsize.push_back(0), t.lparx.push_back(t.N), t.lgrp.push_back(t.G);
+  };
+  for (int32_t i = 0; i < t.G; ++i) {
+    const int32_t g = t.down[i];
+    if (i && depth[g] != depth[t.down[i - 1]]) pad();  // a chunk never spans two levels
+    t.loff.push_back(t.off[g]), t.lsize.push_back(static_cast<int32_t>(S[g])), t.lparx.push_back(t.parx[g]);
+    t.lgrp.push_back(g);
+  }
+  pad();
+  t.L = static_cast<int32_t>(t.loff.size());
+  t.lbig.assign(t.L / 16, 0);
+  for (int32_t i = 0; i < t.L; ++i)
+    if (t.lsize[i] > 16) t.lbig[i / 16] |= uint16_t(1u << (i % 16));
+  t.base.resize((t.N + 15) / 16);
+  t.loc.assign(t.base.size() * 16, 0);
+  for (int32_t g = 0; g < t.G; ++g)
+    for (int32_t j = t.off[g]; j < t.off[g + 1]; ++j) {
+      if (j % 16 == 0) t.base[j / 16] = g;
+      t.loc[j] = static_cast<uint8_t>(g - t.base[j / 16]);
+    }
   return t;
 }
 
@@ -139,12 +173,12 @@ static at::Tensor empty_output(const at::Tensor& like, bool huge_pages) {
   return out;
 }
 
-// Per-thread row buffers (N + 16 per node buffer: the SIMD spreads spill up to 16 past the end).
+// Per-thread row buffers, 16 longer than needed: the SIMD path reads 16 lanes from any group's start.
 template <typename T>
 struct Scratch {
-  std::vector<T> e, spread, child, gsum, gval;
+  std::vector<T> e, child, gsum, gval;
   explicit Scratch(const TreeIndex& t)
-      : e(t.N + 16), spread(t.N + 16), child(t.N + 16, T(0)), gsum(t.Gp + 1), gval(t.Gp + 1) {}
+      : e(t.N + 16), child(t.N + 16, T(0)), gsum(t.Gp + 16), gval(t.Gp + 16) {}
 };
 
 // A group whose sum underflowed under the row-maximum shift: exp with its own maximum instead.
@@ -215,38 +249,87 @@ __attribute__((always_inline)) static inline __m512 sum16(const __m512* v) {
   return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15), r);
 }
 
-// sums[g] = sum of v over group g, for every group (v: a per-node row, 16 readable past the end).
+// exp(x) for x <= 0 (a row-maximum shift), as accurate as glibc's vector expf (~2 ulp) in fewer
+// instructions: n = round(x / ln 2), a degree-6 polynomial on the rest, scaled by 2^n. Below
+// -104 (and -inf) it is 0, as expf's is; NaN stays NaN (max returns its second operand then).
+static inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln 2 in two parts (Cody-Waite)
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// sums[g] = sum of v over group g, for every group. load(at): 16 lanes of v from node at,
+// unmasked (a masked load costs more): reads up to 16 past a group's end, zeroed here.
+// Inlined, as chunk_sums: a call keeps the loader's pointers in memory (~10% of the forward).
 template <typename Load>
-static inline void group_sums(float* sums, const TreeIndex& t, Load load) {
+__attribute__((always_inline)) static inline void group_sums(float* sums, const TreeIndex& t, Load load) {
   const int32_t* off = t.off.data();
   for (int32_t g0 = 0; g0 < t.Gp; g0 += 16) {
     __m512 v[16];  // kept in registers: the loops here and in sum16 must be unrolled
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) v[i] = load(lanes(off[g0 + i + 1] - off[g0 + i]), off[g0 + i]);
+    for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_mov_ps(lanes(off[g0 + i + 1] - off[g0 + i]), load(off[g0 + i]));
     _mm512_storeu_ps(sums + g0, sum16(v));
   }
   for (const int32_t g : t.big)
-    for (int32_t c = off[g] + 16; c < off[g + 1]; c += 16) sums[g] += _mm512_reduce_add_ps(load(lanes(off[g + 1] - c), c));
+    for (int32_t c = off[g] + 16; c < off[g + 1]; c += 16)
+      sums[g] += _mm512_reduce_add_ps(_mm512_maskz_mov_ps(lanes(off[g + 1] - c), load(c)));
 }
 
-// spread[k] = val[group of k] for every node: one unmasked store per 16 nodes of a group, in order.
-static inline void spread_groups(float* spread, const float* val, const TreeIndex& t) {
-  const int32_t* off = t.off.data();
-  for (int32_t g = 0; g < t.G; ++g) {
-    const __m512 v = _mm512_set1_ps(val[g]);
-    int32_t c = off[g];
-    do {
-      _mm512_storeu_ps(spread + c, v);
-      c += 16;
-    } while (c < off[g + 1]);
+// The same for the 16 slots of the level layout at c, returned.
+template <typename Load>
+__attribute__((always_inline)) static inline __m512 chunk_sums(const TreeIndex& t, int32_t c, Load load) {
+  const int32_t *off = t.loff.data() + c, *size = t.lsize.data() + c;
+  __m512 v[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) v[i] = _mm512_maskz_mov_ps(lanes(size[i]), load(off[i]));
+  __m512 s = sum16(v);
+  for (uint32_t big = t.lbig[c / 16]; big; big &= big - 1) {
+    const int i = __builtin_ctz(big);
+    float rest = 0;
+    for (int32_t k = 16; k < size[i]; k += 16)
+      rest += _mm512_reduce_add_ps(_mm512_maskz_mov_ps(lanes(size[i] - k), load(off[i] + k)));
+    s = _mm512_mask_add_ps(s, __mmask16(1u << i), s, _mm512_set1_ps(rest));
   }
+  return s;
 }
+
+// For every 16 nodes from j: body(j, val[group of each node], lanes inside the row: all but at
+// the row's end, where the row's tail goes masked). val must be readable 15 past its last group.
+template <typename Body>
+static inline void each_spread(const float* val, const TreeIndex& t, Body body) {
+  const auto at = [&](int32_t j) {
+    const __m512i loc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t.loc.data() + j)));
+    return _mm512_permutexvar_ps(loc, _mm512_loadu_ps(val + t.base[j / 16]));
+  };
+  int32_t j = 0;
+  for (; j + 16 <= t.N; j += 16) body(j, at(j), std::true_type());
+  if (j < t.N) body(j, at(j), lanes(t.N - j));
+}
+
+// 16 lanes at p: unmasked where `in` is std::true_type (all lanes), else masked.
+static inline __m512 load16(const float* p, std::true_type) { return _mm512_loadu_ps(p); }
+static inline __m512 load16(const float* p, __mmask16 in) { return _mm512_maskz_loadu_ps(in, p); }
+static inline void store16(float* p, __m512 v, std::true_type) { _mm512_storeu_ps(p, v); }
+static inline void store16(float* p, __m512 v, __mmask16 in) { _mm512_mask_storeu_ps(p, in, v); }
 
 static void forward_row(const float* xr, float* ar, Scratch<float>& w, const TreeIndex& t, float tiny) {
   const int32_t N = t.N, *off = t.off.data(), *parx = t.parx.data(), *pgx = t.pgx.data();
-  float *e = w.e.data(), *sums = w.gsum.data(), *scale = w.gval.data(), *sp = w.spread.data();
-  shifted_exp(xr, e, row_max(xr, N), N);
-  group_sums(sums, t, [&](__mmask16 k, int32_t at) { return _mm512_maskz_loadu_ps(k, e + at); });
+  float *e = w.e.data(), *sums = w.gsum.data(), *scale = w.gval.data();
+  const __m512 m = _mm512_set1_ps(row_max(xr, N));
+  int32_t j = 0;
+  for (; j + 16 <= N; j += 16) _mm512_storeu_ps(e + j, exp16(_mm512_sub_ps(_mm512_loadu_ps(xr + j), m)));
+  _mm512_storeu_ps(e + j, exp16(_mm512_sub_ps(load16(xr + j, lanes(N - j)), m)));  // into e's padding
+  group_sums(sums, t, [&](int32_t at) { return _mm512_loadu_ps(e + at); });
   const __m512 vtiny = _mm512_set1_ps(tiny);
   for (int32_t g0 = 0; g0 < t.G; g0 += 16) {
     const __m512 s = _mm512_loadu_ps(sums + g0);
@@ -261,31 +344,34 @@ static void forward_row(const float* xr, float* ar, Scratch<float>& w, const Tre
   e[N] = 1.0f;
   scale[t.G] = 1.0f;  // a root group's parent: probability 1
   for (const int32_t g : t.down) scale[g] *= e[parx[g]] * scale[pgx[g]];  // top-down
-  spread_groups(sp, scale, t);
-#pragma omp simd
-  for (int32_t j = 0; j < N; ++j) ar[j] = e[j] * sp[j];
+  each_spread(scale, t, [&](int32_t j, __m512 sc, auto in) { store16(ar + j, _mm512_mul_ps(_mm512_loadu_ps(e + j), sc), in); });
 }
 
 static void backward_row(const float* ar, const float* gar, float* gxr, Scratch<float>& w, const TreeIndex& t) {
-  const int32_t N = t.N, *par = t.par.data(), *parx = t.parx.data(), *pgx = t.pgx.data();
-  float *S = w.gsum.data(), *q = w.gval.data(), *sp = w.spread.data(), *cs = w.child.data(), *ag = w.e.data();
+  const int32_t N = t.N;
+  float *q = w.gval.data(), *cs = w.child.data(), *ag = w.e.data();
   // a * grad first, in one plain pass: the rows come from memory at full speed (the per-group
-  // masked loads below would wait on it), and stay in cache for the last pass.
+  // loads below would wait on it), and stay in cache for the last pass.
 #pragma omp simd
   for (int32_t j = 0; j < N; ++j) ag[j] = ar[j] * gar[j];
-  group_sums(S, t, [&](__mmask16 k, int32_t at) { return _mm512_maskz_loadu_ps(k, ag + at); });
-  for (int32_t i = t.G - 1; i > 0; --i) S[pgx[t.down[i]]] += S[t.down[i]];  // bottom-up
   const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-  for (int32_t g0 = 0; g0 < t.G; g0 += 16) {  // q = S / up, up = a[parent] (1 for a root group)
-    const __m512i p = _mm512_loadu_si512(par + g0);
-    const __m512 up = _mm512_mask_i32gather_ps(one, _mm512_cmpge_epi32_mask(p, _mm512_setzero_si512()), p, ar, 4);
-    const __m512 s = _mm512_loadu_ps(S + g0);
-    _mm512_storeu_ps(q + g0, _mm512_maskz_div_ps(_mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ), s, up));
+  const __m512i vN = _mm512_set1_epi32(N), vG = _mm512_set1_epi32(t.G);
+  for (int32_t c = t.L - 16; c >= 0; c -= 16) {  // deepest level first: cs of this chunk's nodes is final
+    // S = sum over the group of (a G + cs); cs[k] = S[child group of k], 0 for a leaf (never written)
+    const __m512 s =
+        chunk_sums(t, c, [&](int32_t at) { return _mm512_add_ps(_mm512_loadu_ps(ag + at), _mm512_loadu_ps(cs + at)); });
+    const __m512i p = _mm512_loadu_si512(t.lparx.data() + c), g = _mm512_loadu_si512(t.lgrp.data() + c);
+    const __mmask16 has_parent = _mm512_cmplt_epi32_mask(p, vN);
+    _mm512_mask_i32scatter_ps(cs, has_parent, p, s, 4);
+    // q = S / up, up = a[parent] (1 for a root group; q = 0 where up = 0), into group order
+    const __m512 up = _mm512_mask_i32gather_ps(one, has_parent, p, ar, 4);
+    const __m512 qc = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(up, zero, _CMP_GT_OQ), s, up);
+    _mm512_mask_i32scatter_ps(q, _mm512_cmplt_epi32_mask(g, vG), g, qc, 4);
   }
-  spread_groups(sp, q, t);
-  for (int32_t g = 0; g < t.G; ++g) cs[parx[g]] = S[g];  // cs[k] = S[child group of k]; 0 for a leaf
-#pragma omp simd
-  for (int32_t j = 0; j < N; ++j) gxr[j] = ar[j] * (gar[j] - sp[j]) + cs[j];
+  each_spread(q, t, [&](int32_t j, __m512 qj, auto in) {
+    const __m512 a = load16(ar + j, in), g = load16(gar + j, in);
+    store16(gxr + j, _mm512_fmadd_ps(a, _mm512_sub_ps(g, qj), _mm512_loadu_ps(cs + j)), in);
+  });
 }
 #endif
 

@@ -217,6 +217,46 @@ def test_fused_kernel_float32_forward_backward(seed, monkeypatch):
     assert torch.allclose(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-5)
 
 
+def _layered_tree() -> list[int]:
+    """Darknet order, level by level: a root group; a 20- and a 25-node group; a level of 45
+    groups (three chunks of 16 in the kernel's level layout, two groups past 16 nodes); then a
+    chain of 20 single-group levels."""
+    parents = [-1] * 3 + [0] * 20 + [1] * 25
+    for k in range(3, 48):
+        parents += [k] * (18 if k == 10 else 35 if k == 40 else 2)
+    leaf = len(parents) - 1
+    for depth in range(20):
+        start = len(parents)
+        parents += [leaf] * (1 + depth % 3)
+        leaf = start
+    return parents
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_kernel_float32_levels(seed, monkeypatch):
+    """Many levels, levels wider than 16 groups, single-group levels: the kernel's level layout."""
+    from yolo_core import tree as tree_module
+
+    monkeypatch.setenv("Y9K_TREE_KERNEL", "1")
+    monkeypatch.setattr(tree_module, "_KERNEL", None)
+    if tree_module.fused_kernel() is None:
+        pytest.skip("fused kernel not built here (no compiler?)")
+    t = Tree(_layered_tree())
+    assert int(t.depth.max()) == 22 and t.num_nodes % 16 != 0
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(21, t.num_nodes, generator=gen) * 2
+    x[:3, 48:50] -= 1e4  # an underflowing group in the wide level: redone
+    g = torch.randn(21, t.num_nodes, generator=gen)
+    x64 = x.double().requires_grad_()
+    ref = t.absolute(t.softmax(x64))
+    ref.backward(g.double())
+    x32 = x.clone().requires_grad_()
+    out = t.absolute_softmax(x32)
+    out.backward(g)
+    assert torch.allclose(out.double(), ref.detach(), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-5)
+
+
 def test_fused_kernel_large_output_on_several_threads(monkeypatch):
     """Outputs over 64 MB take the huge-page advice, and rows are split over threads: the result is
     the same, bit for bit, as one thread on ordinary pages (each row is computed the same way)."""
