@@ -8,11 +8,13 @@ tag.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,10 +104,17 @@ def read_text(uri: str, storage_options: Mapping[str, Any] | None = None) -> str
 
 
 def write_bytes(uri: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Write a whole file so that readers never see half of it.
+    """Write a whole file so that readers never see half of it (see :func:`write_stream`)."""
+    write_stream(uri, lambda f: f.write(data), storage_options)
 
-    Local files go through a temporary name and an atomic rename; object stores publish an
-    object only when its upload completes, so a direct put is already atomic there.
+
+def write_stream(uri: str, write: Callable[[Any], Any], storage_options: Mapping[str, Any] | None = None) -> int:
+    """Call ``write(file)`` on a new file so that readers never see half of it; its size in bytes.
+
+    Local files go through a temporary name and an atomic rename, written as they are produced
+    (no copy of a 128 MiB shard in memory first). Object stores get one put of the whole object,
+    which they publish only when complete (an fsspec file would publish a failed write's part
+    on close).
     """
     fs, path = filesystem(uri, storage_options)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
@@ -113,11 +122,20 @@ def write_bytes(uri: str, data: bytes, storage_options: Mapping[str, Any] | None
         fs.makedirs(parent, exist_ok=True)
     if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                size = f.tell()
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        return size
+    buf = io.BytesIO()
+    write(buf)
+    fs.pipe_file(path, buf.getvalue())
+    return buf.tell()
 
 
 def write_text(uri: str, text: str, storage_options: Mapping[str, Any] | None = None) -> None:

@@ -228,16 +228,14 @@ def _expand_tar(container: dict[str, Any], storage_options: Mapping[str, Any]) -
 # --------------------------------------------------------------------------------------------
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    buf = pa.BufferOutputStream()
+def _write_parquet(table: pa.Table, sink: Any) -> None:
     # JPEG bytes do not compress; the other columns do. Nor do they repeat or have a useful
     # min / max: dictionary-encoding and statistics on them cost most of a shard's write time.
     compression = {name: ("NONE" if name == "image" else "ZSTD") for name in table.column_names}
     small = [name for name in table.column_names if name != "image"]
     rows_per_group = max(1, min(len(table), math.ceil(len(table) * (8 << 20) / max(1, table.nbytes))))
-    pq.write_table(table, buf, compression=compression, row_group_size=rows_per_group,
+    pq.write_table(table, sink, compression=compression, row_group_size=rows_per_group,
                    use_dictionary=small, write_statistics=small)
-    return buf.getvalue().to_pybytes()
 
 
 def _make_sink(out_dir: str, storage_options: Mapping[str, Any], target_bytes: int, run_id: str):
@@ -280,9 +278,8 @@ def _make_sink(out_dir: str, storage_options: Mapping[str, Any], target_bytes: i
                 if piece.num_rows == 0:
                     continue
                 uri = storage.join(out_dir, f"part-{run_id}-{ctx.task_idx:05d}-{i:02d}.parquet")
-                blob = _parquet_bytes(piece)
-                storage.write_bytes(uri, blob, storage_options)
-                result["files"].append({"name": uri.rsplit("/", 1)[-1], "rows": piece.num_rows, "bytes": len(blob)})
+                size = storage.write_stream(uri, lambda f, piece=piece: _write_parquet(piece, f), storage_options)
+                result["files"].append({"name": uri.rsplit("/", 1)[-1], "rows": piece.num_rows, "bytes": size})
             return result
 
     return ShardSink()
@@ -442,7 +439,8 @@ def ingest_source(cfg: Any, tree: Any, source: Source, out_root: str | None = No
     res.rejects_by_reason = dict(sorted(Counter(r["reason"] for r in rejects).items()))
     res.check_accounting()
 
-    storage.write_bytes(res.rejects_uri, _parquet_bytes(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)), opts)
+    storage.write_stream(res.rejects_uri, lambda f: _write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), f),
+                         opts)
     counts = {k: v for k, v in asdict(res).items() if k not in ("source", "shards_uri", "rejects_uri", "files",
                                                                   "skipped")}
     manifest.commit(out_dir, manifest.Manifest(

@@ -38,6 +38,21 @@ def test_write_is_atomic_and_listing(tmp_path):
     assert storage.list_files(str(tmp_path / "a"), suffix=".bin") == [str(tmp_path / "a" / "c.bin")]
 
 
+def test_write_stream_leaves_nothing_when_the_writer_fails(tmp_path):
+    target = tmp_path / "d" / "part.parquet"
+    assert storage.write_stream(str(target), lambda f: f.write(b"x" * 1000)) == 1000
+    assert target.read_bytes() == b"x" * 1000
+
+    def half_then_fail(f):
+        f.write(b"y" * 500)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_stream(str(target), half_then_fail)
+    assert target.read_bytes() == b"x" * 1000  # the old file, whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["part.parquet"]  # no temporary left
+
+
 def test_read_json_error_names_file(tmp_path):
     p = tmp_path / "broken.json"
     p.write_text('{"a": 1,,}')
