@@ -189,23 +189,21 @@ def _random_tree(seed: int, n_groups: int = 60) -> list[int]:
     return parents
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fused_kernel_float32_forward_backward(seed, monkeypatch):
-    """The float32 kernel (the SIMD path where built with AVX-512) against float64 torch ops."""
+@pytest.fixture
+def built_kernel(monkeypatch):
+    """The compiled kernel (decided again under Y9K_TREE_KERNEL=1), or a skip saying why."""
     from yolo_core import tree as tree_module
 
     monkeypatch.setenv("Y9K_TREE_KERNEL", "1")
     monkeypatch.setattr(tree_module, "_KERNEL", None)
-    if tree_module.fused_kernel() is None:
+    kernel = tree_module.fused_kernel()
+    if kernel is None:
         pytest.skip("fused kernel not built here (no compiler?)")
-    t = Tree(_random_tree(seed))
-    assert t.num_groups % 16 != 0 and int(t.group_size.max()) > 32
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(37, t.num_nodes, generator=gen) * 3
-    x[:5, t.group_offset[3]:t.group_offset[3] + t.group_size[3]] -= 1e4  # underflowing group: redone
-    x[5, :] = 0  # equal scores
-    x[6, 0] -= 300  # a root far below the others: its subtree's absolute probabilities are 0 in float32
-    g = torch.randn(37, t.num_nodes, generator=gen)
+    return kernel
+
+
+def _float32_matches_float64(t: Tree, x: torch.Tensor, g: torch.Tensor) -> None:
+    """absolute_softmax in float32 (the kernel) against the float64 torch ops, forward and backward."""
     x64 = x.double().requires_grad_()
     ref = t.absolute(t.softmax(x64))
     ref.backward(g.double())
@@ -215,6 +213,19 @@ def test_fused_kernel_float32_forward_backward(seed, monkeypatch):
     assert out.dtype == torch.float32 and torch.isfinite(x32.grad).all()
     assert torch.allclose(out.double(), ref.detach(), rtol=1e-4, atol=1e-6)
     assert torch.allclose(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_kernel_float32_forward_backward(seed, built_kernel):
+    """The float32 kernel (the SIMD path where built with AVX-512) against float64 torch ops."""
+    t = Tree(_random_tree(seed))
+    assert t.num_groups % 16 != 0 and int(t.group_size.max()) > 32
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(37, t.num_nodes, generator=gen) * 3
+    x[:5, t.group_offset[3]:t.group_offset[3] + t.group_size[3]] -= 1e4  # underflowing group: redone
+    x[5, :] = 0  # equal scores
+    x[6, 0] -= 300  # a root far below the others: its subtree's absolute probabilities are 0 in float32
+    _float32_matches_float64(t, x, torch.randn(37, t.num_nodes, generator=gen))
 
 
 def _layered_tree() -> list[int]:
@@ -233,40 +244,20 @@ def _layered_tree() -> list[int]:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_fused_kernel_float32_levels(seed, monkeypatch):
+def test_fused_kernel_float32_levels(seed, built_kernel):
     """Many levels, levels wider than 16 groups, single-group levels: the kernel's level layout."""
-    from yolo_core import tree as tree_module
-
-    monkeypatch.setenv("Y9K_TREE_KERNEL", "1")
-    monkeypatch.setattr(tree_module, "_KERNEL", None)
-    if tree_module.fused_kernel() is None:
-        pytest.skip("fused kernel not built here (no compiler?)")
     t = Tree(_layered_tree())
     assert int(t.depth.max()) == 22 and t.num_nodes % 16 != 0
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(21, t.num_nodes, generator=gen) * 2
     x[:3, 48:50] -= 1e4  # an underflowing group in the wide level: redone
-    g = torch.randn(21, t.num_nodes, generator=gen)
-    x64 = x.double().requires_grad_()
-    ref = t.absolute(t.softmax(x64))
-    ref.backward(g.double())
-    x32 = x.clone().requires_grad_()
-    out = t.absolute_softmax(x32)
-    out.backward(g)
-    assert torch.allclose(out.double(), ref.detach(), rtol=1e-4, atol=1e-6)
-    assert torch.allclose(x32.grad.double(), x64.grad, rtol=1e-3, atol=1e-5)
+    _float32_matches_float64(t, x, torch.randn(21, t.num_nodes, generator=gen))
 
 
-def test_fused_kernel_large_output_on_several_threads(monkeypatch):
+def test_fused_kernel_large_output_on_several_threads(built_kernel):
     """Outputs over 64 MB take the huge-page advice, and rows are split over threads: the result is
     the same, bit for bit, as one thread on ordinary pages (each row is computed the same way)."""
-    from yolo_core import tree as tree_module
-
-    monkeypatch.setenv("Y9K_TREE_KERNEL", "1")
-    monkeypatch.setattr(tree_module, "_KERNEL", None)
-    kernel = tree_module.fused_kernel()
-    if kernel is None:
-        pytest.skip("fused kernel not built here (no compiler?)")
+    kernel = built_kernel
     t = Tree(_random_tree(1))
     rows = (80 << 20) // (4 * t.num_nodes) + 1  # > 64 MB of float32
     gen = torch.Generator().manual_seed(3)
