@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -25,8 +26,6 @@ def local_cpus(cfg: Any) -> int:
 
     The training workers and each data stream hold whole CPUs (see train.stage); the streams wait
     on training much of the time, so a small machine can hold one more than it has cores."""
-    from pipelines.train.data import batch_split
+    from pipelines.train.data import cpus_needed
 
-    t = cfg.train
-    need = t.num_workers * t.cpus_per_worker + len(batch_split(t))
-    return max(os.cpu_count() or 1, need)
+    return max(os.cpu_count() or 1, math.ceil(cpus_needed(cfg.train)))

@@ -268,6 +268,11 @@ def stream_cpu_limits(tcfg: TrainConfig, data_cpus: float) -> dict[str, float]:
     return {name: 1.0 + spare * n / total for name, n in split.items()}
 
 
+def cpus_needed(tcfg: TrainConfig) -> float:
+    """The fewest CPUs a training run holds: its workers' and one per data stream."""
+    return tcfg.num_workers * tcfg.cpus_per_worker + len(batch_split(tcfg))
+
+
 def batch_split(tcfg: TrainConfig) -> dict[str, int]:
     """Rows per micro-batch from each stream: det_fraction of the batch is detection rows."""
     micro = tcfg.batch_size // tcfg.subdivisions

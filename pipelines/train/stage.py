@@ -22,7 +22,9 @@ from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.train.data import (
+    batch_split,
     check_rows,
+    cpus_needed,
     epochs_per_pass,
     stream_cpu_limits,
     training_datasets,
@@ -178,18 +180,16 @@ def _stream_cpu_limits(t) -> dict[str, float]:
     autoscaling cluster grows to it)."""
     import ray
 
-    workers = t.num_workers * t.cpus_per_worker
     if t.data_cpus > 0:
         return stream_cpu_limits(t, t.data_cpus)
-    total = ray.cluster_resources().get("CPU", 0)
-    limits = stream_cpu_limits(t, total - workers)
-    if total < workers + sum(limits.values()):
+    total, workers = ray.cluster_resources().get("CPU", 0), t.num_workers * t.cpus_per_worker
+    if total < cpus_needed(t):
         raise StageError(
             f"train: the cluster has {total:g} CPUs; the training workers take {workers:g} (train.num_workers x "
-            f"train.cpus_per_worker) and each of the {len(limits)} data streams needs at least 1, so "
-            f"{workers + len(limits):g} are needed. Add CPUs (ray.num_cpus for a local instance, --num-cpus for "
+            f"train.cpus_per_worker) and each of the {len(batch_split(t))} data streams needs at least 1, so "
+            f"{cpus_needed(t):g} are needed. Add CPUs (ray.num_cpus for a local instance, --num-cpus for "
             "`ray start`: logical CPUs may exceed the cores), lower the workers, or set train.data_cpus")
-    return limits
+    return stream_cpu_limits(t, total - workers)
 
 
 def _ordered_ingest(cpus: float):
