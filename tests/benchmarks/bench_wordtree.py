@@ -64,6 +64,19 @@ def compute_only_in_subprocess(tree: Tree, batch: int, repeats: int) -> dict[str
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _ratio(timing: dict[str, dict[str, float]]) -> float:
+    return timing["tree"]["median"] / timing["flat"]["median"]
+
+
+def _diagnostic(name: str, timing: dict[str, dict[str, float]] | None, what: str) -> dict[str, dict]:
+    """Metrics of one diagnostic comparison (none when it could not run): both times and the ratio."""
+    if not timing:
+        return {}
+    return {f"tree_{name}_fwd_bwd_s": {"value": timing["tree"]["median"], "unit": "s", **timing["tree"]},
+            f"flat_{name}_fwd_bwd_s": {"value": timing["flat"]["median"], "unit": "s", **timing["flat"]},
+            f"{name}_ratio": {"value": _ratio(timing), "unit": "x flat", "what": what}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64)
@@ -129,7 +142,6 @@ def main() -> int:
     # Diagnostic: fwd+bwd with no page faults at all (outputs reuse memory already touched): the
     # arithmetic and memory traffic alone, the figure to compare kernel versions on.
     compute = compute_only_in_subprocess(tree, args.batch, args.repeats)
-    compute_ratio = compute["tree"]["median"] / compute["flat"]["median"] if compute else None
     meets = build_s < 10 and ratio <= 1.5
     path = write_result(
         "wordtree",
@@ -145,18 +157,9 @@ def main() -> int:
             "flat_fwd_only_s": {"value": split["flat"]["median"], "unit": "s", **split["flat"]},
             "tree_bwd_only_s": {"value": split_bwd["tree"]["median"], "unit": "s", **split_bwd["tree"]},
             "flat_bwd_only_s": {"value": split_bwd["flat"]["median"], "unit": "s", **split_bwd["flat"]},
-            **({"tree_small_pages_fwd_bwd_s": {"value": small_pages["tree"]["median"], "unit": "s",
-                                               **small_pages["tree"]},
-                "small_pages_ratio": {"value": small_pages["tree"]["median"] / small_pages["flat"]["median"],
-                                      "unit": "x flat",
-                                      "what": "kernel with outputs on 4 KiB pages vs flat softmax, alternated"}}
-               if small_pages else {}),
-            **({"tree_compute_only_fwd_bwd_s": {"value": compute["tree"]["median"], "unit": "s", **compute["tree"]},
-                "flat_compute_only_fwd_bwd_s": {"value": compute["flat"]["median"], "unit": "s", **compute["flat"]},
-                "compute_only_ratio": {"value": compute_ratio, "unit": "x flat",
-                                       "what": "tree vs flat softmax fwd+bwd, alternated, no page faults "
-                                               "(glibc mallopt M_MMAP_MAX=0, no trim; separate process)"}}
-               if compute else {}),
+            **_diagnostic("small_pages", small_pages, "kernel with outputs on 4 KiB pages vs flat softmax, alternated"),
+            **_diagnostic("compute_only", compute, "tree vs flat softmax fwd+bwd, alternated, no page faults "
+                                                   "(glibc mallopt M_MMAP_MAX=0, no trim; separate process)"),
         },
         baseline={"what": "flat softmax fwd+bwd, same shape", "value": timing["flat"]["median"]},
         ratio=ratio,
@@ -170,9 +173,8 @@ def main() -> int:
           f"{timing['flat']['median']:.2f} s -> ratio {ratio:.2f} (forward alone "
           f"{split['tree']['median'] / split['flat']['median']:.2f}x, backward alone "
           f"{split_bwd['tree']['median'] / split_bwd['flat']['median']:.2f}x"
-          + (f", on 4 KiB pages {small_pages['tree']['median'] / small_pages['flat']['median']:.2f}x"
-             if small_pages else "")
-          + (f", no page faults {compute_ratio:.2f}x" if compute else "") + f"); wrote {path}")
+          + (f", on 4 KiB pages {_ratio(small_pages):.2f}x" if small_pages else "")
+          + (f", no page faults {_ratio(compute):.2f}x" if compute else "") + f"); wrote {path}")
     return 0
 
 
