@@ -147,7 +147,8 @@ def predict_shards(model: torch.nn.Module, shard_uris: Sequence[str], out_uri: s
     model_ref = ray.put(model.cpu())
     preds = ds.map_batches(_ShardPredictor, fn_constructor_kwargs={"model": model_ref, "tree": tree,
                                                                    "settings": settings},
-                           batch_size=batch_size, batch_format="pyarrow", concurrency=num_actors,
+                           batch_size=batch_size, batch_format="pyarrow",
+                           compute=ray.data.ActorPoolStrategy(size=num_actors),
                            num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)
     storage.remove(out_uri, storage_options)
     preds.write_parquet(out_uri, filesystem=_arrow_fs(out_uri, storage_options))
