@@ -439,8 +439,8 @@ def ingest_source(cfg: Any, tree: Any, source: Source, out_root: str | None = No
     res.rejects_by_reason = dict(sorted(Counter(r["reason"] for r in rejects).items()))
     res.check_accounting()
 
-    storage.write_stream(res.rejects_uri, lambda f: _write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), f),
-                         opts)
+    rejects_table = pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+    storage.write_stream(res.rejects_uri, lambda f: _write_parquet(rejects_table, f), opts)
     counts = {k: v for k, v in asdict(res).items() if k not in ("source", "shards_uri", "rejects_uri", "files",
                                                                   "skipped")}
     manifest.commit(out_dir, manifest.Manifest(

@@ -106,8 +106,8 @@ def main() -> None:
         assert r.images_accepted == n, r
 
     # (result key, Ray's num_cpus, the cores the driver and every Ray process may use)
-    phases = [("ray_1cpu", 1, set(sorted(all_cores)[:1])), ("ray_2cpu", 2, set(sorted(all_cores)[:2])),
-              ("ray_1cpu_spare_core", 1, all_cores)]
+    one_core, two_cores = set(sorted(all_cores)[:1]), set(sorted(all_cores)[:2])
+    phases = [("ray_1cpu", 1, one_core), ("ray_2cpu", 2, two_cores), ("ray_1cpu_spare_core", 1, two_cores)]
     for key, cpus, cores in phases:
         os.sched_setaffinity(0, cores)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
@@ -124,7 +124,7 @@ def main() -> None:
             t0 = time.perf_counter()
             project()
             runs[key].append(time.perf_counter() - t0)
-            if cpus == 2:
+            if key == "ray_2cpu":
                 t0 = time.perf_counter()
                 with multiprocessing.Pool(2) as pool:
                     pool.map(pillow_loop, [files[0::2], files[1::2]])
