@@ -95,6 +95,9 @@ def open_uri(uri: str, mode: str = "rb", storage_options: Mapping[str, Any] | No
 
 
 def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    if "://" not in uri and "::" not in uri:  # a plain local path: skip fsspec's per-call resolution
+        with open(uri, "rb") as f:
+            return f.read()
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path)
 

@@ -239,3 +239,36 @@ def test_strict_fails_at_first_reject(ray_local, tree9k, tmp_path):
     with pytest.raises(IngestRejectError, match=r"1.jpg: record coco/train/1, field 'image': corrupt image") as e:
         ingest_source(_cfg(tmp_path / "out2", "data.strict=true"), tree9k, src, mapper=LabelMapper(tree9k))
     assert "Traceback" not in str(e.value)
+
+
+def _record(uri: str) -> dict:
+    return {"image_id": "coco/train/1", "dataset": "coco", "split": "train", "kind": "detection", "uri": uri,
+            "stated_width": W, "stated_height": H, "boxes_px": [[4.0, 4.0, 20.0, 20.0]], "box_nodes": [0],
+            "box_labels": ["dog"], "box_records": ["ann 1"], "image_node": -1, "image_label": "", "payload": None,
+            "why": "", "why_detail": ""}
+
+
+def test_png_checksum_is_verified(tmp_path):
+    """JPEGs skip Pillow's verify pass (it checks nothing the decode does not); other formats keep it:
+    a PNG whose pixel data fails its CRC decodes without complaint, and only verify catches it."""
+    from pipelines.stages.ingest import process_record
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (H, W, 4), dtype=np.uint8)).save(buf, "PNG")
+    good = buf.getvalue()
+    (tmp_path / "good.png").write_bytes(good)
+    row, rejects = process_record(_record(str(tmp_path / "good.png")), 512, 90, None)
+    assert rejects == [] and (row["width"], row["height"]) == (W, H)
+    assert Image.open(io.BytesIO(row["image"])).format == "JPEG"  # RGBA PNG -> RGB JPEG
+
+    bad = bytearray(good)
+    idat = bad.index(b"IDAT")
+    crc_at = idat + 4 + int.from_bytes(bad[idat - 4: idat], "big")  # chunk: length, type, data, CRC
+    bad[crc_at] ^= 0xFF
+    (tmp_path / "bad.png").write_bytes(bytes(bad))
+    Image.open(tmp_path / "bad.png").load()  # the decode alone accepts it
+    row, rejects = process_record(_record(str(tmp_path / "bad.png")), 512, 90, None)
+    assert row is None
+    assert [(r["record"], r["field"], r["reason"]) for r in rejects] == [
+        ("coco/train/1", "image", "corrupt image"), ("ann 1", "image", "image rejected")]
+    assert "IDAT" in rejects[0]["detail"]
