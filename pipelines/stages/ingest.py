@@ -334,6 +334,19 @@ class IngestResult:
             lines.append("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
         return "\n".join(lines)
 
+    def summary_line(self) -> str:
+        """The table's totals in one line, for the log."""
+        reasons: Counter[str] = Counter()
+        for r in self.sources:
+            reasons.update(r.rejects_by_reason)
+        skipped = sum(r.skipped for r in self.sources)
+        return (f"{len(self.sources)} sources ({skipped} up to date), "
+                f"images {sum(r.images_accepted for r in self.sources)} accepted / "
+                f"{sum(r.images_rejected for r in self.sources)} rejected, "
+                f"boxes {sum(r.boxes_accepted for r in self.sources)} kept / "
+                f"{sum(r.objects_rejected for r in self.sources)} rejected; rejects by reason: "
+                + (", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"))
+
 
 def _config_hash(cfg: Any, tree_hash: str, source: Source) -> str:
     d = cfg.data
@@ -486,7 +499,7 @@ def run_ingest(cfg: Any, tree: Any, sources: Sequence[Source], out_root: str | N
     mapper = LabelMapper(tree, wordnet=load_wordnet)
     results = [ingest_source(cfg, tree, s, out_root, mapper) for s in sources]
     out = IngestResult(results)
-    log.info("ingest summary\n%s", out.summary_table())
+    log.info("ingest: %s", out.summary_line())  # the callers print the table itself on stdout
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 import shutil
 from collections import Counter
@@ -203,14 +204,18 @@ def test_sample_data_tiny(ray_local, tree9k, tmp_path):
         assert r["boxes"] == [] and r["box_nodes"] == []
 
 
-def test_cli_ingest_then_anchors(ray_local, tmp_path, capsys):
+def test_cli_ingest_then_anchors(ray_local, tmp_path, capsys, caplog):
     from pipelines.cli import main
 
     coco, dk = shared_path("coco_mini"), shared_path("darknet")
     common = ["--config", "demo", "--set", f"storage.root={tmp_path}", "--set", f"data.coco_val={coco / 'val2017'}"]
-    assert main(["ingest", *common, "--tree", str(dk / "9k.tree")]) == 0
+    with caplog.at_level(logging.INFO, logger="pipelines.stages.ingest"):
+        assert main(["ingest", *common, "--tree", str(dk / "9k.tree")]) == 0
     out = capsys.readouterr().out
     assert "coco-val" in out and "rejects by reason:" in out and "unmapped label" in out
+    assert out.count("images in") == 1  # the table is printed once; the log gets its totals in a line
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest: ")]
+    assert "1 sources (0 up to date)" in line and "unmapped label" in line and "images in" not in line
     assert main(["anchors", *common, "--set", "anchors.k_max=5", "--set", "anchors.restarts=2"]) == 0
     out = capsys.readouterr().out
     assert "anchors = " in out and (tmp_path / "anchors" / "curve.png").exists()
