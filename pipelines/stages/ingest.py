@@ -321,24 +321,26 @@ class SourceResult:
 class IngestResult:
     sources: list[SourceResult]
 
+    def rejects_by_reason(self) -> Counter[str]:
+        reasons: Counter[str] = Counter()
+        for r in self.sources:
+            reasons.update(r.rejects_by_reason)
+        return reasons
+
     def summary_table(self) -> str:
         head = ("source", "images in", "accepted", "rejected", "objects in", "boxes kept", "rejected", "parts", "")
         rows = [(r.source, r.images_in, r.images_accepted, r.images_rejected, r.objects_in, r.boxes_accepted,
                  r.objects_rejected, len(r.files), "skipped (up to date)" if r.skipped else "") for r in self.sources]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
         lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in (head, *rows)]
-        reasons: Counter[str] = Counter()
-        for r in self.sources:
-            reasons.update(r.rejects_by_reason)
+        reasons = self.rejects_by_reason()
         if reasons:
             lines.append("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
         return "\n".join(lines)
 
     def summary_line(self) -> str:
         """The table's totals in one line, for the log."""
-        reasons: Counter[str] = Counter()
-        for r in self.sources:
-            reasons.update(r.rejects_by_reason)
+        reasons = self.rejects_by_reason()
         skipped = sum(r.skipped for r in self.sources)
         return (f"{len(self.sources)} sources ({skipped} up to date), "
                 f"images {sum(r.images_accepted for r in self.sources)} accepted / "
