@@ -26,8 +26,8 @@ Box rule (in pixels of the original image, W x H): a box with width or height <=
 ``box outside image`` (the annotation does not belong to this image size); a box inside that
 tolerance is clipped to the image, and if the clipped box is narrower or lower than 1 pixel it
 is a ``degenerate box``. An image whose annotation states a size other than the decoded one is a
-``size mismatch`` (its boxes cannot be trusted). Anything Pillow cannot open, verify (non-JPEG) and fully decode
-(truncated, corrupt, not an image) is a ``corrupt image``.
+``size mismatch`` (its boxes cannot be trusted). Anything Pillow cannot open, verify (formats
+other than JPEG) and fully decode (truncated, corrupt, not an image) is a ``corrupt image``.
 
 Accounting: images in = accepted + rejected and objects in = boxes accepted + rejected, per
 source; the stage checks it and the tests too. ``data.strict`` stops at the first reject with
@@ -321,11 +321,12 @@ class SourceResult:
 class IngestResult:
     sources: list[SourceResult]
 
-    def rejects_by_reason(self) -> Counter[str]:
+    def rejects_text(self) -> str:
+        """Reject counts over every source, as ``reason n, reason n`` ('' when none)."""
         reasons: Counter[str] = Counter()
         for r in self.sources:
             reasons.update(r.rejects_by_reason)
-        return reasons
+        return ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
 
     def summary_table(self) -> str:
         head = ("source", "images in", "accepted", "rejected", "objects in", "boxes kept", "rejected", "parts", "")
@@ -333,21 +334,20 @@ class IngestResult:
                  r.objects_rejected, len(r.files), "skipped (up to date)" if r.skipped else "") for r in self.sources]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
         lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in (head, *rows)]
-        reasons = self.rejects_by_reason()
+        reasons = self.rejects_text()
         if reasons:
-            lines.append("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+            lines.append(f"rejects by reason: {reasons}")
         return "\n".join(lines)
 
     def summary_line(self) -> str:
         """The table's totals in one line, for the log."""
-        reasons = self.rejects_by_reason()
         skipped = sum(r.skipped for r in self.sources)
         return (f"{len(self.sources)} sources ({skipped} up to date), "
                 f"images {sum(r.images_accepted for r in self.sources)} accepted / "
                 f"{sum(r.images_rejected for r in self.sources)} rejected, "
                 f"boxes {sum(r.boxes_accepted for r in self.sources)} kept / "
-                f"{sum(r.objects_rejected for r in self.sources)} rejected; rejects by reason: "
-                + (", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"))
+                f"{sum(r.objects_rejected for r in self.sources)} rejected; "
+                f"rejects by reason: {self.rejects_text() or 'none'}")
 
 
 def _config_hash(cfg: Any, tree_hash: str, source: Source) -> str:

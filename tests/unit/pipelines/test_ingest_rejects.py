@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pipelines.config import load_config
-from pipelines.readers import LabelMapper, Source
+from pipelines.readers import LabelMapper, Source, image_record
 from pipelines.stages.ingest import IngestRejectError, ingest_source, shard_files
 from tests.conftest import shared_path
 from wordtree_build.labelmaps import coco_wnid
@@ -242,10 +242,9 @@ def test_strict_fails_at_first_reject(ray_local, tree9k, tmp_path):
 
 
 def _record(uri: str) -> dict:
-    return {"image_id": "coco/train/1", "dataset": "coco", "split": "train", "kind": "detection", "uri": uri,
-            "stated_width": W, "stated_height": H, "boxes_px": [[4.0, 4.0, 20.0, 20.0]], "box_nodes": [0],
-            "box_labels": ["dog"], "box_records": ["ann 1"], "image_node": -1, "image_label": "", "payload": None,
-            "why": "", "why_detail": ""}
+    return image_record(image_id="coco/train/1", dataset="coco", split="train", kind="detection", uri=uri,
+                        stated_size=(W, H), boxes=[(4, 4, 20, 20)], box_nodes=[0], box_labels=["dog"],
+                        box_records=["ann 1"])
 
 
 def test_png_checksum_is_verified(tmp_path):
