@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "data.det_val, data.voc; or the generated sample data when none is set and sample_data.enabled) with "
         "Ray Data, map every label to a WordTree node, and write <storage.root>/shards/<dataset>-<split>/ "
         "(Parquet parts of about data.shard_mb MiB + manifest.json) and <storage.root>/rejects/<dataset>-<split>/"
-        "rejects.parquet. Up-to-date outputs are skipped. Prints a summary table and the rejects by reason.",
+        "rejects.parquet. Up-to-date outputs are skipped. Prints a summary table and the rejects by reason; the log gets their totals in one line.",
     )
     add_config_args(p)
     p.add_argument("--tree", help="WordTree: a tree.parquet or darknet .tree file "
