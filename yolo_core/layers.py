@@ -40,10 +40,10 @@ class DarknetBatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, var, self.weight, self.bias, False, 0.0, 0.0)
 
 
-def activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+def activate(x: torch.Tensor, activation: str, inplace: bool = False) -> torch.Tensor:
     """Darknet activations by name (leaky slope .1 as in src/activations.h)."""
     if activation == "leaky":
-        return F.leaky_relu(x, 0.1)
+        return F.leaky_relu(x, 0.1, inplace=inplace)
     if activation == "linear":
         return x
     if activation == "relu":
@@ -68,12 +68,14 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(in_channels, filters, size, stride, padding, bias=not batch_normalize)
         self.bn = DarknetBatchNorm2d(filters) if batch_normalize else None
         self.activation = activation
+        # In-place activation saves a copy per layer; only the inference form sets it (autograd needs the input).
+        self.inplace = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
-        return activate(x, self.activation)
+        return activate(x, self.activation, getattr(self, "inplace", False))
 
 
 def maxpool_output_size(n: int, size: int, stride: int, padding: int) -> int:
@@ -141,7 +143,8 @@ class Route(nn.Module):
         if len(inputs) == 1:
             return inputs[0]
         sizes = {tuple(t.shape[-2:]) for t in inputs}
-        if len(sizes) > 1:
+        # While tracing for ONNX export the sizes are tensors (never equal as set members); cat checks them.
+        if len(sizes) > 1 and not torch.jit.is_tracing():
             raise ValueError(f"route of layers {self.layers} joins different spatial sizes {sorted(sizes)}")
         return torch.cat(inputs, dim=1)
 
