@@ -61,6 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nms", type=float, help="NMS IoU threshold (model default; darknet: .45)")
     p.add_argument("--input-size", type=int, help="network input size, a multiple of 32 (model default; "
                    "--cfg: the cfg's width)")
+    p.add_argument("--tree-decode", choices=("darknet", "intended"),
+                   help="top-down WordTree decode. darknet: as darknet's hierarchy_top_prediction runs it "
+                   "(absolute probabilities multiplied again along the path, so it stops higher in the tree); "
+                   "intended: descend while the node's absolute probability exceeds --hier-thresh, as the paper "
+                   "describes. Default: darknet with --cfg (the same detections as darknet), intended with --model")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="how the network runs: auto = ONNX Runtime on CPU when onnxruntime is installed "
+                   "(pip install '.[onnx]'), else torch with batch norm folded and channels_last (logged)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("registry", help="browse and act on the MLflow model registry",
@@ -188,20 +197,24 @@ def _darknet_detector(args: argparse.Namespace) -> tuple[Any, list[str], list[st
     det = Detector(model, tree, input_size=size,
                    thresh=DARKNET_THRESH if args.thresh is None else args.thresh,
                    hier_thresh=DARKNET_HIER_THRESH if args.hier_thresh is None else args.hier_thresh,
-                   nms=DARKNET_NMS if args.nms is None else args.nms)
+                   nms=DARKNET_NMS if args.nms is None else args.nms,
+                   compound=(args.tree_decode or "darknet") == "darknet", backend=args.backend)
     return det, wnids, names, labels
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.evaluate.inference import open_image
-    from pipelines.evaluate.plots import draw_detections
 
+    if args.batch_size < 1:
+        raise PredictError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.model:
         from pipelines.registry import load_pyfunc
 
-        pf = load_pyfunc(args.model)
+        pf = load_pyfunc(args.model, backend=args.backend)
         det, wnids, names, labels = pf.detector, pf.wnids, pf.names, pf.labels
+        if args.tree_decode:
+            det.compound = args.tree_decode == "darknet"
         for opt in ("thresh", "hier_thresh", "nms"):
             if getattr(args, opt) is not None:
                 setattr(det, opt, getattr(args, opt))
@@ -213,25 +226,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError(f"--input-size {det.input_size} is not a multiple of 32")
     files = expand_images(args.images)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
+    # Drawing needs the full-size image; otherwise JPEGs decode at reduced size where the letterbox shrinks them.
+    reduce_to = None if args.draw else det.input_size
     try:
-        for uri in files:
-            img = open_image(storage.read_bytes(uri), storage.redact_uri(uri))
-            (d,) = det([img])
-            rec = {"image": storage.redact_uri(uri), "width": img.width, "height": img.height, "detections": [
-                {"wnid": wnids[c], "name": names[c], "label": labels[c], "score": round(float(s), 6),
-                 "box": [round(float(v), 2) for v in b]} for b, s, c in zip(d.boxes, d.scores, d.classes)]}
-            out.write(json.dumps(rec) + "\n")
-            if args.draw:
-                os.makedirs(args.draw, exist_ok=True)
-                drawn = draw_detections(img, d.boxes, d.scores, [labels[c] for c in d.classes], keys=d.classes)
-                stem = Path(uri.rstrip("/")).stem
-                drawn.save(os.path.join(args.draw, f"{stem}.jpg"), quality=90)
+        for start in range(0, len(files), args.batch_size):
+            batch = files[start:start + args.batch_size]
+            images = [open_image(storage.read_bytes(uri), storage.redact_uri(uri), reduce_to) for uri in batch]
+            for uri, img, d in zip(batch, images, det(images)):
+                _write_prediction(out, uri, img, d, wnids, names, labels)
+                if args.draw:
+                    _draw(args.draw, uri, img, d, labels)
     finally:
         if out is not sys.stdout:
             out.close()
     print(f"{len(files)} images -> {args.out if args.out != '-' else 'stdout'}"
           + (f", drawn into {args.draw}" if args.draw else ""), file=sys.stderr)
     return 0
+
+
+def _write_prediction(out: Any, uri: str, img: Any, d: Any, wnids: list[str], names: list[str],
+                      labels: list[str]) -> None:
+    from pipelines import storage
+    from pipelines.evaluate.inference import original_size
+
+    width, height = original_size(img)
+    rec = {"image": storage.redact_uri(uri), "width": width, "height": height, "detections": [
+        {"wnid": wnids[c], "name": names[c], "label": labels[c], "score": round(float(s), 6),
+         "box": [round(float(v), 2) for v in b]} for b, s, c in zip(d.boxes, d.scores, d.classes)]}
+    out.write(json.dumps(rec) + "\n")
+
+
+def _draw(out_dir: str, uri: str, img: Any, d: Any, labels: list[str]) -> None:
+    from pipelines.evaluate.plots import draw_detections
+
+    os.makedirs(out_dir, exist_ok=True)
+    drawn = draw_detections(img, d.boxes, d.scores, [labels[c] for c in d.classes], keys=d.classes)
+    drawn.save(os.path.join(out_dir, f"{Path(uri.rstrip('/')).stem}.jpg"), quality=90)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@
   ``DarknetNet`` is rebuilt exactly from these two files;
 - ``tree.json``: ``wnids``, ``names`` and ``parents`` of the output classes (``parents`` is null
   for a flat softmax model); ``anchors.json``; ``config.yaml`` (the pipeline config, secrets
-  redacted); ``settings.json`` (input size and default thresholds).
+  redacted); ``settings.json`` (input size and default thresholds); ``model.onnx`` when
+  onnxruntime is installed at logging time (``yolo_core.inference.export_onnx``: the folded
+  network, dynamic batch and size), which the ONNX Runtime backend then loads instead of
+  exporting again.
 
 Input: a DataFrame with an ``image`` column (encoded bytes) or a ``path`` column (local path or
 URI). Output: one row per detection with ``image`` (input row), ``wnid``, ``name``, ``label``
@@ -78,10 +81,15 @@ def write_bundle(out_dir: str | Path, model: Any, *, wnids: Sequence[str], names
     files["config"].write_text(config_yaml)
     files["settings"].write_text(json.dumps({"input_size": input_size, "thresh": thresh,
                                              "hier_thresh": hier_thresh, "nms": nms}))
+    from yolo_core.inference import export_onnx, onnxruntime_available
+
+    if onnxruntime_available():
+        files["onnx"] = out / "model.onnx"
+        export_onnx(model.cpu(), files["onnx"], input_size)
     return {k: str(v) for k, v in files.items()}
 
 
-def load_bundle(artifacts: Mapping[str, str], device: str | None = None):
+def load_bundle(artifacts: Mapping[str, str], device: str | None = None, backend: str = "auto"):
     """(Detector, tree labels dict) from the artifacts written by :func:`write_bundle`."""
     import torch
 
@@ -95,7 +103,8 @@ def load_bundle(artifacts: Mapping[str, str], device: str | None = None):
     labels = json.loads(Path(artifacts["tree"]).read_text())
     settings = json.loads(Path(artifacts["settings"]).read_text())
     tree = Tree(labels["parents"], labels["wnids"], labels["names"]) if labels["parents"] is not None else None
-    return Detector(model, tree, device=device, **settings), labels
+    return Detector(model, tree, device=device, backend=backend, onnx_model=artifacts.get("onnx"),
+                    **settings), labels
 
 
 class YoloPyfunc(mlflow.pyfunc.PythonModel):
@@ -121,25 +130,25 @@ class YoloPyfunc(mlflow.pyfunc.PythonModel):
         rows = []
         batch = 8  # decode and run a few images at a time: memory stays flat for long inputs
         for start in range(0, len(records), batch):
-            images = [self._image(start + k, r) for k, r in enumerate(records[start:start + batch])]
+            images = [self._image(start + k, r, d.input_size) for k, r in enumerate(records[start:start + batch])]
             for j, det in enumerate(d(images)):
                 for box, score, cls in zip(det.boxes, det.scores, det.classes):
                     rows.append((start + j, self.wnids[cls], self.names[cls], self.labels[cls], float(score), *map(float, box)))
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS).astype({"image": "int64"})
 
     @staticmethod
-    def _image(i: int, row: Mapping[str, Any]) -> Any:
+    def _image(i: int, row: Mapping[str, Any], size: int | None = None) -> Any:
         from pipelines.evaluate.inference import open_image
 
         data, path = row.get("image"), row.get("path")
         if isinstance(data, (bytes, bytearray)) and data:
-            return open_image(bytes(data), f"input row {i}, field 'image'")
+            return open_image(bytes(data), f"input row {i}, field 'image'", size)
         if isinstance(path, str) and path:
             try:
                 blob = storage.read_bytes(path)
             except (OSError, ValueError) as e:
                 raise RegistryError(f"input row {i}, field 'path': cannot read {storage.redact_uri(path)!r} ({e})") from None
-            return open_image(blob, f"input row {i}, field 'path' ({storage.redact_uri(path)})")
+            return open_image(blob, f"input row {i}, field 'path' ({storage.redact_uri(path)})", size)
         raise RegistryError(f"input row {i}: needs non-empty bytes in 'image' or a path in 'path'")
 
 
@@ -383,13 +392,16 @@ def show_version(name: str, version_or_alias: str, tracking_uri: str | None = No
             "description": mv.description, "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags)}
 
 
-def load_pyfunc(uri: str) -> YoloPyfunc:
+def load_pyfunc(uri: str, backend: str = "auto") -> YoloPyfunc:
     """The YoloPyfunc behind an MLflow model URI (``models:/name@champion``, ``runs:/...``) or a
-    local model directory, loaded."""
+    local model directory, loaded (its detector on ``backend``, see ``Detector``)."""
     try:
-        return mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        pf = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except mlflow.exceptions.MlflowException as e:
         raise RegistryError(f"cannot load model {storage.redact_uri(uri)!r}: {e.message}") from None
+    if backend != pf.detector.runner.backend and backend != "auto":
+        pf.detector.set_backend(backend)
+    return pf
 
 
 def load_detector(uri: str) -> Any:

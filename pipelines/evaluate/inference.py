@@ -1,7 +1,10 @@
 """Batch inference: a Detector for single processes and a Ray Data actor pool over shards.
 
 One code path turns images into detections everywhere (the evaluation stage, the pyfunc model,
-``y9k predict``): letterbox to the network size (darknet HEAD), forward, region decode with
+``y9k predict``): JPEGs decoded at a reduced DCT scale where the letterbox shrinks them anyway
+(Pillow's ``draft``), letterbox to the network size (darknet HEAD), forward through the fast
+form of the network (``yolo_core.inference.make_runner``: ONNX Runtime on CPU when installed,
+else torch with batch norm folded and channels_last; the choice is logged), region decode with
 ``yolo_core.postprocess.detect`` (score = objectness x absolute P(class node) when a
 ``class_subset`` such as the 200 DET classes is given; darknet's top-down tree decode with
 ``hier_thresh`` otherwise), per-class NMS, and boxes mapped back to the original image.
@@ -15,6 +18,7 @@ per image: ``image_id``, ``boxes`` (x1, y1, x2, y2 in pixels of the *original* i
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +29,11 @@ import torch
 
 from pipelines import storage
 from pipelines.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+# image.info key: (width, height) of the image before a reduced-size JPEG decode.
+ORIGINAL_SIZE = "y9k_original_size"
 
 PREDICTION_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -47,33 +56,68 @@ class ImageDetections:
     classes: np.ndarray  # (K,) subset index, or tree node / class index
 
 
-def open_image(data: bytes, source: str):
-    """Decode image bytes to RGB, or an error naming the image."""
+def open_image(data: bytes, source: str, network_size: int | None = None):
+    """Decode image bytes to RGB, or an error naming the image.
+
+    With ``network_size``, a JPEG whose letterbox to that size shrinks it by 2x or more is
+    decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's ``draft``), never below
+    the letterboxed size; ``img.info[ORIGINAL_SIZE]`` keeps the full size, and the Detector
+    reports boxes in pixels of it (see :func:`original_size`).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         img = Image.open(io.BytesIO(data))
+        if network_size and img.format == "JPEG":
+            w, h = img.size
+            # The letterbox's own integer sizes (yolo_core.transforms.letterbox): draft never goes below them.
+            n = network_size
+            target = (n, max(1, h * n // w)) if n / w < n / h else (max(1, w * n // h), n)
+            if 2 * target[0] <= w and 2 * target[1] <= h:
+                img.draft("RGB", target)
+                img.info[ORIGINAL_SIZE] = (w, h)
         img.load()
     except (UnidentifiedImageError, OSError) as e:
         raise InferenceError(f"{source}: not a readable image ({e})") from None
     return img.convert("RGB")
 
 
+def original_size(img: Any) -> tuple[int, int]:
+    """(width, height) of the image as stored, also after a reduced-size decode."""
+    return tuple(img.info.get(ORIGINAL_SIZE, img.size))
+
+
 class Detector:
-    """A region-layer model with its decoding settings; callable on a list of PIL images."""
+    """A region-layer model with its decoding settings; callable on a list of PIL images.
+
+    ``model`` stays as given (``self.model``, e.g. to save or ship to Ray actors); images run
+    through ``self.runner``, its fast form (``backend`` 'auto' | 'torch' | 'onnxruntime',
+    ``precision`` 'auto' | 'fp32' | 'bf16', see ``yolo_core.inference.make_runner``).
+    ``compound=True`` decodes trees as darknet HEAD's code does (``Tree.decode``).
+    """
 
     def __init__(self, model: torch.nn.Module, tree: Any = None, input_size: int = 416, thresh: float = 0.24,
                  hier_thresh: float = 0.5, nms: float = 0.45, class_subset: Sequence[int] | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, compound: bool = False, backend: str = "auto",
+                 precision: str = "auto", onnx_model: Any = None) -> None:
         if input_size % 32:
             raise InferenceError(f"input size {input_size} is not a multiple of 32")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.tree = tree.to(self.device) if tree is not None else None
         self.input_size = input_size
+        self.set_backend(backend, precision, onnx_model)
+        self.compound = compound
+        self.tree = tree.to(self.device) if tree is not None else None
         self.thresh, self.hier_thresh, self.nms = thresh, hier_thresh, nms
         self.class_subset = (torch.as_tensor(list(class_subset), dtype=torch.long, device=self.device)
                              if class_subset is not None else None)
+
+    def set_backend(self, backend: str = "auto", precision: str = "auto", onnx_model: Any = None) -> None:
+        """Run the network through ``backend`` from now on (logged)."""
+        from yolo_core.inference import make_runner
+
+        self.runner = make_runner(self.model, self.device, backend, precision, self.input_size, onnx_model)
+        log.info("detector: %s on %s", self.runner.describe(), self.device)
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[Any]) -> list[ImageDetections]:
@@ -84,12 +128,16 @@ class Detector:
             return []
         tensors, infos = zip(*(letterbox(img, self.input_size) for img in images))
         x = torch.stack(tensors).to(self.device)
-        raw = self.model(x)
+        raw = self.runner(x)
         dets = detect(raw, self.model.anchors, self.model.num_classes, tree=self.tree, thresh=self.thresh,
-                      hier_thresh=self.hier_thresh, nms=self.nms, class_subset=self.class_subset)
+                      hier_thresh=self.hier_thresh, nms=self.nms, class_subset=self.class_subset,
+                      compound=self.compound)
         out = []
-        for info, d in zip(infos, dets):
-            px = unletterbox_boxes(d.boxes.cpu(), info)  # pixels of the original image
+        for img, info, d in zip(images, infos, dets):
+            px = unletterbox_boxes(d.boxes.cpu(), info)  # pixels of the image as decoded
+            (w, h) = original_size(img)
+            if (w, h) != img.size:  # decoded at reduced size: back to pixels of the full image
+                px = px * px.new_tensor([w / img.width, h / img.height] * 2)
             out.append(ImageDetections(px.numpy().astype(np.float64),
                                        d.scores.float().cpu().numpy().astype(np.float64),
                                        d.classes.cpu().numpy().astype(np.int64)))
@@ -108,7 +156,8 @@ class _ShardPredictor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("image_id").to_pylist()
-        images = [open_image(b, f"shard row image_id={i!r}, field 'image'")
+        size = self.detector.input_size
+        images = [open_image(b, f"shard row image_id={i!r}, field 'image'", size)
                   for i, b in zip(ids, batch.column("image").to_pylist())]
         dets = self.detector(images)
         orig_w = batch.column("orig_width").to_numpy()
@@ -116,7 +165,8 @@ class _ShardPredictor:
         boxes, scores, classes = [], [], []
         for k, (img, d) in enumerate(zip(images, dets)):
             # Shards hold downscaled images; ground truth is in pixels of the original.
-            s = np.array([orig_w[k] / img.width, orig_h[k] / img.height] * 2)
+            w, h = original_size(img)
+            s = np.array([orig_w[k] / w, orig_h[k] / h] * 2)
             boxes.append((d.boxes * s).astype(np.float32).tolist())
             scores.append(d.scores.astype(np.float32).tolist())
             classes.append(d.classes.astype(np.int32).tolist())

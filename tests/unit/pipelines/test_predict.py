@@ -87,6 +87,58 @@ def test_detector_finds_the_crafted_detections():
     np.testing.assert_allclose(by_class[1], OBJ * (1 - P_DOG), rtol=1e-5)
 
 
+def real_coco_images(n: int) -> list[Image.Image]:
+    from tests.conftest import shared_path
+
+    files = sorted(shared_path("coco_mini", "val2017").glob("*.jpg"))[:n]
+    return [Image.open(f).convert("RGB") for f in files]
+
+
+def test_backends_give_the_same_detections_as_the_eager_model():
+    """ONNX Runtime, the torch inference form and the training graph agree on real images."""
+    from yolo_core.inference import onnxruntime_available
+    from yolo_core.models import create_model
+    from yolo_core.postprocess import detect
+    from yolo_core.transforms import letterbox, unletterbox_boxes
+
+    torch.manual_seed(3)
+    model = create_model("yolov2", width=0.125).eval()
+    g = torch.Generator().manual_seed(4)
+    for m in model.modules():  # batch norm statistics far from the identity, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * .3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + .2)
+    with torch.no_grad():  # decisive class scores: few near the threshold, where rounding could flip them
+        model.layers[-2].conv.weight.mul_(30)
+    images = real_coco_images(3)
+    x = torch.stack([letterbox(img, 128)[0] for img in images])
+    with torch.no_grad():
+        eager = detect(model(x), model.anchors, model.num_classes, thresh=0.2)
+    assert sum(len(d.scores) for d in eager) > 20  # enough detections for the comparison to mean something
+    backends = ["torch"] + (["onnxruntime"] if onnxruntime_available() else [])
+    for backend in backends:
+        det = Detector(model, input_size=128, thresh=0.2, backend=backend, precision="fp32")
+        assert det.runner.backend == backend
+        for img, want, got in zip(images, eager, det(images)):
+            want_px = unletterbox_boxes(want.boxes, letterbox(img, 128)[1]).numpy()
+            order_w, order_g = np.lexsort(want_px.T[::-1]), np.lexsort(got.boxes.T[::-1])
+            assert got.classes[order_g].tolist() == want.classes[order_w].tolist(), backend
+            np.testing.assert_allclose(got.boxes[order_g], want_px[order_w], rtol=1e-3, atol=1e-3 * img.width)
+            np.testing.assert_allclose(got.scores[order_g], want.scores[order_w].numpy(), rtol=1e-4)
+
+
+def test_reduced_size_jpeg_decode_keeps_original_pixels():
+    from pipelines.evaluate.inference import open_image, original_size
+
+    buf = io.BytesIO()
+    noise_image(512, 5).save(buf, "JPEG", quality=95)
+    img = open_image(buf.getvalue(), "noise.jpg", network_size=64)
+    assert img.size == (64, 64) and original_size(img) == (512, 512)  # libjpeg's 1/8 scale
+    assert open_image(buf.getvalue(), "noise.jpg", network_size=300).size == (512, 512)  # shrinks < 2x: full
+    (d,) = Detector(crafted_model(), tree(), input_size=64)([img])
+    np.testing.assert_allclose(_sorted(d.boxes), expected_boxes(512), atol=0.05)
+
+
 def test_hierarchical_labels_are_drawn():
     assert hierarchical_label(4, NAMES, PARENTS) == "Norfolk terrier < terrier < dog"
     assert hierarchical_label(1, NAMES, PARENTS) == "dog < animal"
@@ -147,6 +199,14 @@ def test_predict_with_pyfunc_directory_and_with_darknet_files(model_dir, image_d
                  "--images", str(image_dir / "a.jpg"), str(image_dir / "b.png"), "--input-size", "64",
                  "--thresh", "0.24", "--out", str(out2)]) == 0
     assert [r["detections"] for r in _read_jsonl(out2)] == [r["detections"] for r in recs]
+    # At --hier-thresh .85 the two decodes part: darknet's compounded product .95 x .95 x .91 = .82 stops at
+    # 'terrier' (its default for darknet files); the intended rule (absolute P(Norfolk) = .91) goes on.
+    for mode, label in ((None, "terrier < dog < animal"), ("intended", "Norfolk terrier < terrier < dog")):
+        args = ["predict", "--cfg", str(tmp_path / "net.cfg"), "--weights", str(tmp_path / "net.weights"),
+                "--tree", str(tmp_path / "net.tree"), "--names", str(tmp_path / "net.names"), "--images",
+                str(image_dir / "b.png"), "--input-size", "64", "--hier-thresh", "0.85", "--out", str(out2)]
+        assert main(args + (["--tree-decode", mode] if mode else [])) == 0
+        assert {d["label"] for d in _read_jsonl(out2)[0]["detections"]} == {label}
     # --thresh above the objectness leaves nothing.
     assert main(["predict", "--model", str(model_dir), "--images", str(image_dir / "a.jpg"), "--thresh", "0.99",
                  "--out", str(out2)]) == 0
