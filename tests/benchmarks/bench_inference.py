@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from tests.benchmarks._common import time_alternating, write_result  # noqa: E402
 from yolo_core.darknet_cfg import model_from_cfg  # noqa: E402
 from yolo_core.flops import count_flops  # noqa: E402
-from yolo_core.inference import choose_precision, export_onnx, inference_model, make_runner  # noqa: E402
+from yolo_core.inference import choose_precision, export_onnx, make_runner  # noqa: E402
 from yolo_core.weights import save_weights  # noqa: E402
 
 SHARED = Path(os.environ.get("Y9K_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -257,7 +256,7 @@ def main() -> None:
     metrics["predict 24 COCO plain"] = e2e["plain"]["wall_s"]
     meets = all(r >= 0.95 for r in ratios.values()) and e2e_ratio <= 1.0
     # Put the headline numbers first (the results table shows four).
-    head = {f"yolov2@416 b1 project": metrics["yolov2@416 b1 project"],
+    head = {"yolov2@416 b1 project": metrics["yolov2@416 b1 project"],
             "ratio b1 project/best(plain, ORT)": {"value": ratios[1], "unit": "x"},
             "ratio b8 project/best(plain, ORT)": {"value": ratios[8], "unit": "x"},
             "predict wall y9k/plain": {"value": e2e_ratio, "unit": "x"}}
