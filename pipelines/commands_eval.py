@@ -3,6 +3,7 @@
     y9k evaluate --model models:/yolo9000@champion --shards ./y9k-data/shards/imagenet_det-val --out ./eval
     y9k predict --model models:/yolo9000@champion --images photos/ --out preds.jsonl --draw drawn/
     y9k predict --cfg yolo9000.cfg --weights yolo9000.weights --tree 9k.tree --names 9k.names --images dog.jpg
+    y9k export --model models:/yolo9000@champion --format onnx --out yolo9000.onnx
     y9k registry list | show champion | promote 3 | rollback
 """
 
@@ -71,6 +72,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(pip install '.[onnx]'), else torch with batch norm folded and channels_last (logged)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a model as ONNX for ONNX Runtime / TensorRT / OpenVINO",
+                       description="Export the network (batch norm folded with darknet's formula) as ONNX: input "
+                       "'images' (B, 3, H, W) float32 RGB in [0, 1], letterboxed as darknet does; output 'raw', the "
+                       "region layer's input (B, A*(5+C), H/32, W/32). Batch, height and width are dynamic. Region "
+                       "decode and NMS stay outside the graph (yolo_core.postprocess.detect). With onnxruntime "
+                       "installed, the file is opened and checked against the torch model before it is reported.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="MLflow model URI (models:/NAME@ALIAS, runs:/...) or a local model directory")
+    src.add_argument("--cfg", help="darknet .cfg file (with --weights)")
+    p.add_argument("--weights", help="darknet .weights file for --cfg")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (onnx)")
+    p.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--input-size", type=int, help="size the export is traced at (any multiple of 32 runs "
+                   "afterwards; default: the model's)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("registry", help="browse and act on the MLflow model registry",
                        description="List versions with aliases and metrics, show one, promote a version to "
@@ -262,6 +279,47 @@ def _draw(out_dir: str, uri: str, img: Any, d: Any, labels: list[str]) -> None:
     os.makedirs(out_dir, exist_ok=True)
     drawn = draw_detections(img, d.boxes, d.scores, [labels[c] for c in d.classes], keys=d.classes)
     drawn.save(os.path.join(out_dir, f"{Path(uri.rstrip('/')).stem}.jpg"), quality=90)
+
+
+# --------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from yolo_core.inference import OnnxRuntimeModel, export_onnx, onnxruntime_available
+
+    if args.model:
+        from pipelines.registry import load_pyfunc
+
+        det = load_pyfunc(args.model, backend="torch").detector
+        model, size = det.model.cpu(), args.input_size or det.input_size
+    else:
+        from yolo_core.darknet_cfg import model_from_cfg
+        from yolo_core.weights import load_weights
+
+        if not args.weights:
+            raise PredictError("--cfg needs --weights (a darknet .weights file)")
+        model = model_from_cfg(args.cfg)
+        load_weights(model, args.weights)
+        size = args.input_size or model.net.width
+    if size % 32:
+        raise PredictError(f"--input-size {size} is not a multiple of 32")
+    export_onnx(model.eval(), args.out, size)
+    note = "not checked (onnxruntime is not installed)"
+    if onnxruntime_available():
+        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            want = model(x)
+        got = OnnxRuntimeModel(args.out, model)(x)
+        dev = float((got - want).abs().max() / want.abs().max())
+        if dev > 1e-4:
+            raise PredictError(f"{args.out}: ONNX Runtime differs from the torch model by {dev:.2e} (relative)")
+        note = f"checked with ONNX Runtime: max relative difference {dev:.1e}"
+    print(f"{args.out}: ONNX, input 'images' (batch, 3, height, width), output 'raw'; {note}")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------

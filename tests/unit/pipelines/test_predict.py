@@ -213,6 +213,37 @@ def test_predict_with_pyfunc_directory_and_with_darknet_files(model_dir, image_d
     assert _read_jsonl(out2)[0]["detections"] == []
 
 
+def test_export_onnx_from_model_directory_and_darknet_files(model_dir, tmp_path, capsys):
+    """`y9k export` round trip: the file runs in ONNX Runtime at another batch size and gives the torch outputs."""
+    from yolo_core.inference import OnnxRuntimeModel, onnxruntime_available
+    from yolo_core.weights import save_weights
+
+    if not onnxruntime_available():
+        pytest.skip("onnxruntime is not installed (pip install '.[onnx]'; the dev extra includes it)")
+    model = crafted_model()
+    with torch.no_grad():  # outputs that depend on the input, so the comparison checks the whole graph
+        model.layers[-2].conv.weight.normal_(0, 0.05)
+    (tmp_path / "net.cfg").write_text(model.cfg_text())
+    save_weights(model, tmp_path / "net.weights")
+    x = torch.rand(3, 3, 96, 64)
+    for src in (["--model", str(model_dir)], ["--cfg", str(tmp_path / "net.cfg"), "--weights", str(tmp_path / "net.weights")]):
+        out = tmp_path / "m.onnx"
+        assert main(["export", *src, "--format", "onnx", "--out", str(out), "--input-size", "64"]) == 0
+        assert "checked with ONNX Runtime" in capsys.readouterr().out
+        ref = crafted_model() if src[0] == "--model" else model
+        with torch.no_grad():
+            want = ref(x)
+        got = OnnxRuntimeModel(out, ref)(x)
+        assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
+    # The pyfunc model carries the export, and its detector runs it.
+    assert (model_dir / "artifacts" / "model.onnx").exists()
+    from pipelines.registry import load_pyfunc
+
+    assert load_pyfunc(str(model_dir)).detector.runner.backend == "onnxruntime"
+    assert main(["export", "--cfg", str(tmp_path / "net.cfg"), "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "--cfg needs --weights" in capsys.readouterr().err
+
+
 def test_pyfunc_takes_bytes_or_paths_and_names_bad_rows(model_dir, image_dir):
     import pandas as pd
 
