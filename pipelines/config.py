@@ -200,6 +200,10 @@ class TrainConfig:
     # from the object (see yolo_core.region).
     cls_select: Literal["label", "object"] = "label"
     amp: bool = True
+    # Keep weights and activations in channels_last (NHWC) memory format; the same numbers, another
+    # layout for the convolution kernels. Off by default: measured per step in
+    # tests/benchmarks/results/train.json ('step images/s nchw' / 'channels_last'), see README.
+    channels_last: bool = False
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 0

@@ -115,6 +115,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     elif cfg.model.init_weights:
         warm = ckpt_io.warm_start(model, cfg.model.init_weights, cfg.storage.options, config.get("tracking_uri"))
         log.info("warm start: %s", warm)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)  # DDP on >1 worker (gloo on CPU, NCCL on GPU)
     core = model.module if hasattr(model, "module") else model
 
@@ -153,6 +155,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for i in range(t.subdivisions):
             batch = batches.next(size)
             x = batch["image"].to(device, non_blocking=True)
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             seen += micro * world  # darknet counts this batch before computing its loss
             # Gradients are all-reduced once per step, on the last micro-batch.
             sync = contextlib.nullcontext() if i == t.subdivisions - 1 or world == 1 else model.no_sync()

@@ -79,6 +79,55 @@ def compute_only_images_per_s(cfg, tree_parents, batch: int, size: int) -> dict[
     return {k: (batch / v if k in ("median", "min", "max") else v) for k, v in t.items()}
 
 
+def compare_memory_formats(width: float, size: int, batch: int, repeats: int = 5) -> dict[str, dict]:
+    """Compute-only training step (forward + backward + SGD, one thread, as a worker runs) of the demo
+    model in NCHW and in channels_last, alternating: what decides `train.channels_last`'s default."""
+    import torch
+
+    from yolo_core.models import create_model
+
+    torch.set_num_threads(1)
+    x = torch.rand(batch, 3, size, size)
+    steps = {}
+    for fmt in ("nchw", "channels_last"):
+        torch.manual_seed(0)
+        model = create_model("yolo9000", width=width, num_classes=100).train()
+        inp = x
+        if fmt == "channels_last":
+            model, inp = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
+
+        def step(model=model, opt=opt, inp=inp) -> None:
+            opt.zero_grad()
+            model(inp).square().mean().backward()
+            opt.step()
+
+        steps[fmt] = step
+    t = time_alternating(steps, repeats=repeats, warmup=1)
+    out = {f: {"value": batch / v["median"], "min": batch / v["max"], "max": batch / v["min"], "unit": "images/s"}
+           for f, v in t.items()}
+    for f, v in out.items():
+        print(f"train step {f:14s} {v['value']:.1f} images/s [{v['min']:.1f}, {v['max']:.1f}]", flush=True)
+    return out
+
+
+def record_memory_formats(width: float = 0.25, size: int = 192, batch: int = 16) -> None:
+    """Add the memory-format comparison to results/train.json (the demo model at the demo's size)."""
+    import json
+
+    from _common import RESULTS, regenerate_table
+
+    res = compare_memory_formats(width, size, batch)
+    path = RESULTS / "train.json"
+    record = json.loads(path.read_text())
+    record["workload"]["memory_format"] = {"model": f"yolo9000 width {width}, 100 classes", "input_size": size,
+                                           "batch": batch, "threads": 1, "what": "compute-only step, alternating"}
+    for fmt, v in res.items():
+        record["metrics"][f"step images/s {fmt}"] = v
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    regenerate_table()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=100)
@@ -87,7 +136,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--memory-format-only", action="store_true",
+                    help="only compare NCHW and channels_last training steps and add them to results/train.json")
     args = ap.parse_args()
+    if args.memory_format_only:
+        record_memory_formats()
+        return
 
     import pyarrow.parquet as pq
     import ray
@@ -145,6 +199,7 @@ def main() -> None:
         meets_target=wait_s["median"] < 0.05,
         notes="2-core shared machine: the decode tasks and both workers share two physical cores.",
     )
+    record_memory_formats()
     print(path.read_text())
 
 

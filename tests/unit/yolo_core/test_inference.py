@@ -123,3 +123,19 @@ def test_onnx_round_trip(name: str, tmp_path) -> None:
         assert (got - want).abs().max() <= 2e-5 * want.abs().max()
     if model.is_detector:
         assert torch.equal(ort_model.anchors, model.anchors) and ort_model.num_classes == model.num_classes
+
+
+def test_channels_last_training_step_matches_nchw() -> None:
+    """`train.channels_last` changes the layout, not the numbers: same loss and gradients."""
+    grads = []
+    for channels_last in (False, True):
+        torch.manual_seed(4)
+        model = create_model("yolov2", width=SMALL).train()
+        x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model(x).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    # Batch statistics over 2 x 2 x 2 values at the deepest layers amplify float32 rounding to ~2e-4;
+    # a layout mistake would differ at the scale of the gradients themselves.
+    assert (grads[0] - grads[1]).abs().max() <= 1e-3 * grads[0].abs().max()
