@@ -114,6 +114,7 @@ class YoloPyfunc(mlflow.pyfunc.PythonModel):
         from pipelines.evaluate.plots import hierarchical_label
 
         self.detector, labels = load_bundle(context.artifacts)
+        self.onnx_file = context.artifacts.get("onnx")
         self.wnids, self.names = labels["wnids"], labels["names"]
         parents = labels["parents"]
         self.labels = [hierarchical_label(k, self.names, parents) if parents is not None else self.names[k]
@@ -392,15 +393,15 @@ def show_version(name: str, version_or_alias: str, tracking_uri: str | None = No
             "description": mv.description, "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags)}
 
 
-def load_pyfunc(uri: str, backend: str = "auto") -> YoloPyfunc:
+def load_pyfunc(uri: str, backend: str = "auto", precision: str = "auto") -> YoloPyfunc:
     """The YoloPyfunc behind an MLflow model URI (``models:/name@champion``, ``runs:/...``) or a
     local model directory, loaded (its detector on ``backend``, see ``Detector``)."""
     try:
         pf = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except mlflow.exceptions.MlflowException as e:
         raise RegistryError(f"cannot load model {storage.redact_uri(uri)!r}: {e.message}") from None
-    if backend != pf.detector.runner.backend and backend != "auto":
-        pf.detector.set_backend(backend)
+    if (backend, precision) != ("auto", "auto"):
+        pf.detector.set_backend(backend, precision, pf.onnx_file)
     return pf
 
 
