@@ -15,6 +15,7 @@ from typing import Any
 
 from pipelines import manifest, storage
 from pipelines.dag import Stage
+from pipelines.layout import ANCHORS, EVALUATE, Layout
 
 log = logging.getLogger("y9k.job")
 
@@ -34,14 +35,15 @@ class JobContext:
         return self.cfg.storage.options
 
     @property
-    def root(self) -> str:
-        return storage.normalize(self.cfg.storage.root)
+    def layout(self) -> Layout:
+        return Layout.of(self.cfg)
 
-    def uri(self, *parts: str) -> str:
-        return storage.join(self.root, *parts)
+    @property
+    def root(self) -> str:
+        return self.layout.root
 
     def record(self, stage: str) -> str:
-        return self.uri("_pipeline", stage)
+        return self.layout.record(stage)
 
     def record_fingerprint(self, *stages: str) -> str:
         """Fingerprint of upstream stage records: changes whenever one of them re-ran."""
@@ -55,20 +57,6 @@ class JobContext:
         from pipelines.stages.ingest import sources_from_config
 
         return sources_from_config(self.cfg)
-
-
-def use_sample_data(cfg: Any) -> bool:
-    d = cfg.data
-    return cfg.sample_data.enabled and not any((d.coco_train, d.coco_val, d.imagenet_train, d.det_val, d.voc))
-
-
-def point_config_at_sample_data(cfg: Any) -> None:
-    """Fill the unset data sources with the generated sample datasets under <root>/sample."""
-    root = storage.join(storage.normalize(cfg.storage.root), "sample")
-    cfg.data.coco_train = storage.join(root, "coco/images/train")
-    cfg.data.coco_val = storage.join(root, "coco/images/val")
-    cfg.data.imagenet_train = storage.join(root, "imagenet/train")
-    cfg.data.det_val = storage.join(root, "imagenet_det")
 
 
 def _commit_record(ctx: JobContext, stage: str, fingerprint: str, config_hash: str, summary: dict) -> None:
@@ -95,7 +83,7 @@ def _sample_data(ctx: JobContext) -> dict:
     from pipelines.sample_data import generate
 
     s = ctx.cfg.sample_data
-    summary = generate(ctx.uri("sample"), seed=s.seed, scale=s.scale, storage_options=ctx.opts)
+    summary = generate(ctx.layout.sample, seed=s.seed, scale=s.scale, storage_options=ctx.opts)
     log.info("%s", summary)
     d = summary.to_dict()
     return {k: d[k] for k in ("coco_train_images", "imagenet_images", "det_val_images", "det_seen", "det_unseen")}
@@ -110,7 +98,7 @@ def _wordtree_fp(ctx: JobContext) -> str:
 def _wordtree(ctx: JobContext) -> dict:
     from pipelines.stages.wordtree import run_wordtree
 
-    result = run_wordtree(ctx.cfg, ctx.sources(), ctx.uri("wordtree"))
+    result = run_wordtree(ctx.cfg, ctx.sources(), ctx.layout.wordtree)
     return result.summary()
 
 
@@ -123,7 +111,7 @@ def _ingest(ctx: JobContext) -> dict:
     from pipelines.stages.ingest import run_ingest
     from pipelines.stages.wordtree import load_tree
 
-    tree = load_tree(ctx.uri("wordtree"), ctx.opts)
+    tree = load_tree(ctx.layout.wordtree, ctx.opts)
     result = run_ingest(ctx.cfg, tree, ctx.sources(), ctx.root)
     print(result.summary_table(), flush=True)
     return {
@@ -135,12 +123,9 @@ def _ingest(ctx: JobContext) -> dict:
 
 
 def _anchors(ctx: JobContext) -> dict:
-    from pipelines.stages.anchors import run_anchors, shard_dirs
+    from pipelines.stages.anchors import run_anchors
 
-    # Anchors come from detection boxes only: the training splits of the detection datasets.
-    shards = [d for d in shard_dirs(ctx.root, ctx.opts)
-              if d.rsplit("/", 1)[-1] in ("coco-train", "voc-trainval")]
-    result = run_anchors(ctx.cfg, shards, ctx.uri("anchors"))
+    result = run_anchors(ctx.cfg, ctx.layout.splits_for(ANCHORS), ctx.layout.anchors)
     return {"k": result.k, "avg_iou": round(result.avg_iou, 4), "boxes": result.num_boxes}
 
 
@@ -152,20 +137,14 @@ def _record(ctx: JobContext, stage: str) -> dict[str, Any]:
     return m.counts
 
 
-def _shards(ctx: JobContext, *names: str) -> list[str]:
-    from pipelines.stages.anchors import shard_dirs
-
-    return [d for d in shard_dirs(ctx.root, ctx.opts) if d.rsplit("/", 1)[-1] in names]
-
-
 def _tree(ctx: JobContext):
     from pipelines.stages.wordtree import load_tree
 
-    return load_tree(ctx.uri("wordtree"), ctx.opts)
+    return load_tree(ctx.layout.wordtree, ctx.opts)
 
 
 def _anchor_list(ctx: JobContext) -> list[list[float]]:
-    return storage.read_json(ctx.uri("anchors", "anchors.json"), ctx.opts)["anchors"]
+    return storage.read_json(ctx.layout.anchors_json, ctx.opts)["anchors"]
 
 
 def _no_new_data(ctx: JobContext) -> str | None:
@@ -209,12 +188,10 @@ def _train(ctx: JobContext) -> dict:
             log.info("retrain: warm start from %s (version %s)", cfg.model.init_weights, cur.version)
         else:
             log.info("retrain: no champion registered yet, training from scratch")
-    splits = {"classify": ("imagenet-train",), "detect": ("coco-train", "voc-trainval"),
-              "joint": ("coco-train", "voc-trainval", "imagenet-train")}[cfg.train.mode]
-    shards = _shards(ctx, *splits)
+    shards = ctx.layout.train_splits(cfg.train.mode)
     # One directory per (data, config): new data or a new config starts a new run, a resubmitted
     # job with the same inputs resumes the same run from its last checkpoint.
-    run_dir = ctx.uri("train", "run-" + manifest.stable_hash([_train_fp(ctx), cfg.hash("model", "train")], 10))
+    run_dir = ctx.layout.train_dir("run-" + manifest.stable_hash([_train_fp(ctx), cfg.hash("model", "train")], 10))
     result = run_train(cfg, shards, _tree(ctx), _anchor_list(ctx), run_dir)
     return {"run_id": result.run_id, "step": result.step, "checkpoint_uri": result.checkpoint_uri,
             "out_uri": run_dir}
@@ -243,14 +220,14 @@ def _evaluate(ctx: JobContext) -> dict:
     from pipelines.evaluate.stage import run_evaluate
     from pipelines.stages.wordtree import load_det_classes
 
-    rows = load_det_classes(ctx.uri("wordtree"), ctx.opts)
+    rows = load_det_classes(ctx.layout.wordtree, ctx.opts)
     classes = [(r["wnid"], r["det_id"], r["name"]) for r in rows]
     split = {r["wnid"]: r["split"] for r in rows}
     train = _record(ctx, "train")
-    shards = _shards(ctx, "imagenet_det-val")
+    shards = ctx.layout.splits_for(EVALUATE)
     if not shards:
         raise FileNotFoundError("no imagenet_det-val shards: configure data.det_val")
-    out = ctx.uri("eval", train["out_uri"].rsplit("/", 1)[-1])
+    out = ctx.layout.eval_dir(train["out_uri"].rsplit("/", 1)[-1])
     result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _tree(ctx), classes, out, split=split,
                           run_id=train["run_id"], train_run_id=train["run_id"])
     keep = ("map50_all", "map50_seen", "map50_unseen", "num_images")

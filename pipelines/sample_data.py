@@ -115,13 +115,12 @@ FINE: tuple[FineClass, ...] = (
     FineClass("n03642806", "laptop", None, "hstripes", (160, 165, 175), (40, 40, 50), shape="arrow"),
 )
 
-# Image counts per set and image sizes (pixels, longest side) of each scale; `tiny` is for tests.
+# Image counts per set and image sizes (pixels, longest side) of each scale (sample_data.scale); `tiny` is for tests.
 SCALES: dict[str, dict[str, Any]] = {
     "tiny": dict(coco_train=6, coco_val=3, cls_per_class=1, det_val=6, side=(160, 200)),
     "small": dict(coco_train=240, coco_val=80, cls_per_class=32, det_val=480, side=(256, 320)),
     "medium": dict(coco_train=1200, coco_val=400, cls_per_class=160, det_val=600, side=(320, 480)),
 }
-PUBLIC_SCALES = ("small", "medium")
 
 GENERATOR_VERSION = 4
 # Object side as a fraction of the image's shorter side, and background clutter items per image.
@@ -564,7 +563,7 @@ def generate(out_uri: str, seed: int = 0, scale: str = "small",
     force: regenerate even when a complete output with the same seed and scale exists.
     """
     if scale not in SCALES:
-        raise SampleDataError(f"sample data: unknown scale {scale!r}; choose one of {', '.join(PUBLIC_SCALES)}")
+        raise SampleDataError(f"sample data: unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SampleDataError(f"sample data: seed must be a non-negative integer, got {seed!r}")
     out = storage.normalize(out_uri)

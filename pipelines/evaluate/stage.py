@@ -27,10 +27,10 @@ from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.evaluate import metrics as M
 from pipelines.evaluate import plots
-from pipelines.evaluate.inference import open_image, predict_shards, read_predictions
+from pipelines.inference import hierarchical_label, open_image, predict_shards, read_predictions
+from pipelines.shards import GROUND_TRUTH_COLUMNS, INFERENCE_COLUMNS, shard_files
 
 log = logging.getLogger(__name__)
-GT_COLUMNS = ["image_id", "orig_width", "orig_height", "boxes", "box_labels"]
 
 
 @dataclass
@@ -91,16 +91,6 @@ def ancestor_classes(tree: Any, det_wnids: Sequence[str]) -> dict[str, list[str]
         if up:
             out[w] = up
     return out
-
-
-def shard_files(shards: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    files = []
-    for uri in shards:
-        found = [uri] if uri.endswith(".parquet") else storage.list_files(uri, storage_options, ".parquet")
-        if not found:
-            raise StageError(f"evaluate: no shard files (*.parquet) under {storage.redact_uri(uri)}")
-        files.extend(found)
-    return files
 
 
 def model_digest(model: Any) -> str:
@@ -166,7 +156,7 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
     num_images = predict_shards(model, files, pred_uri, tree=rt_tree, class_subset=subset, input_size=e.input_size,
                                 thresh=e.thresh, hier_thresh=e.hier_thresh, nms=e.nms, batch_size=e.batch_size,
                                 storage_options=opts)
-    gt = M.ground_truth_from_shards(_read_columns(files, GT_COLUMNS, opts), wnids, names,
+    gt = M.ground_truth_from_shards(_read_columns(files, GROUND_TRUTH_COLUMNS, opts), wnids, names,
                                     source=", ".join(storage.redact_uri(s) for s in shards),
                                     implied=ancestor_classes(rt_tree, wnids) if rt_tree is not None else None)
     preds = M.predictions_from_table(read_predictions(pred_uri, opts), gt, source=storage.redact_uri(pred_uri))
@@ -220,10 +210,10 @@ def _draw_examples(files: Sequence[str], gt: M.GroundTruth, preds: M.Predictions
         return []
     if tree is not None:
         _, tnames, parents = tree_lists(tree)
-        labels = [plots.hierarchical_label(node, tnames, parents) for node in subset]
+        labels = [hierarchical_label(node, tnames, parents) for node in subset]
     else:
         labels = list(names)
-    table = _read_columns(files[:1], ["image_id", "image", "orig_width", "orig_height"], opts).slice(0, count)
+    table = _read_columns(files[:1], INFERENCE_COLUMNS, opts).slice(0, count)
     index = gt.image_index()
     out = []
     for row in table.to_pylist():

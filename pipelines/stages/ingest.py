@@ -10,16 +10,10 @@ and write Parquet parts of about ``data.shard_mb`` MiB (a custom datasink: parts
 by the workers, never funnelled through the driver). The driver then writes
 ``rejects/<dataset>-<split>/rejects.parquet`` and, last, ``shards/<dataset>-<split>/manifest.json``
 (input fingerprint, tree hash, config hash, counts, files): without it the directory is an
-interrupted run and readers (:func:`shard_files`) refuse it. Same inputs, tree and config: the
+interrupted run and readers (:func:`pipelines.shards.shard_files`) refuse it. Same inputs, tree and config: the
 source is skipped.
 
-Shard schema (one row per image): ``image_id`` (``<dataset>/<split>/<id>``), ``dataset``,
-``split``, ``kind`` (detection | classification), ``source_uri`` (credentials redacted), ``image``
-(JPEG bytes, longest side <= max_side; the original bytes when the image is already a small
-enough RGB JPEG), ``orig_width``/``orig_height`` and ``width``/``height`` (before and after),
-``boxes`` (normalized cx, cy, w, h relative to the image), ``box_nodes`` (WordTree node per
-box), ``box_labels`` (the original label: COCO name or wnid), ``image_node`` (the image-level
-node of classification rows, -1 for detection rows), ``image_label`` (its wnid, '' otherwise).
+The shard format (schema, columns, committed directories) is :mod:`pipelines.shards`.
 
 Box rule (in pixels of the original image, W x H): a box with width or height <= 0 is
 ``zero or negative area``; a box crossing an image edge by more than 2% of that side is
@@ -51,6 +45,7 @@ import pyarrow.parquet as pq
 
 from pipelines import manifest, storage
 from pipelines.errors import StageError
+from pipelines.layout import Layout
 from pipelines.readers import (
     CORRUPT,
     DEGENERATE,
@@ -65,21 +60,14 @@ from pipelines.readers import (
     Source,
     reject,
 )
+from pipelines.shards import SCHEMA_VERSION, SHARD_SCHEMA
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 BOX_TOLERANCE = 0.02  # fraction of the image side a box may cross before it is rejected
 MIN_BOX_PX = 1.0
 MAX_BLOCK_IMAGES = 256  # images per Ray Data task (see _records_dataset)
 
-SHARD_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("kind", pa.string()),
-    ("source_uri", pa.string()), ("image", pa.binary()),
-    ("orig_width", pa.int32()), ("orig_height", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_nodes", pa.list_(pa.int32())),
-    ("box_labels", pa.list_(pa.string())), ("image_node", pa.int32()), ("image_label", pa.string()),
-])
 REJECT_SCHEMA = pa.schema([("source", pa.string()), ("record", pa.string()), ("field", pa.string()),
                            ("reason", pa.string()), ("detail", pa.string()), ("level", pa.string())])
 # What the driver hands to the workers (pipelines.readers.image_record), typed once.
@@ -392,9 +380,9 @@ def ingest_source(cfg: Any, tree: Any, source: Source, out_root: str | None = No
     import ray
 
     opts = cfg.storage.options
-    root = storage.normalize(out_root or cfg.storage.root)
-    out_dir = storage.join(root, "shards", source.name)
-    rej_dir = storage.join(root, "rejects", source.name)
+    layout = Layout(storage.normalize(out_root or cfg.storage.root), opts)
+    out_dir = layout.shard_dir(source.dataset, source.split)
+    rej_dir = layout.rejects_dir(source.dataset, source.split)
     res = SourceResult(source=source.name, shards_uri=out_dir, rejects_uri=storage.join(rej_dir, "rejects.parquet"))
     fingerprint = manifest.fingerprint_uris(source.input_uris(), opts)
     chash = _config_hash(cfg, tree.content_hash(), source)
@@ -506,17 +494,8 @@ def run_ingest(cfg: Any, tree: Any, sources: Sequence[Source], out_root: str | N
 
 
 # --------------------------------------------------------------------------------------------
-# Reading shards back, and sources from the config
+# Sources from the config
 # --------------------------------------------------------------------------------------------
-
-
-def shard_files(shards_uri: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """The committed part files of one shard directory (refuses an incomplete one)."""
-    m = manifest.read_manifest(shards_uri, storage_options)
-    if m is None:
-        raise StageError(f"{storage.redact_uri(shards_uri)}: no manifest.json: not an ingest output, or an "
-                         "interrupted run; run `y9k ingest` again")
-    return [storage.join(shards_uri, f["name"]) for f in m.files]
 
 
 def coco_source(uri: str, split: str, storage_options: Mapping[str, Any] | None = None) -> Source:
@@ -571,16 +550,3 @@ def sources_from_config(cfg: Any) -> list[Source]:
         out.append(voc_source(d.voc, "trainval", opts))
     return out
 
-
-def sample_sources(root: str) -> list[Source]:
-    """The sources of :func:`pipelines.sample_data.generate` output under ``root``."""
-    root = storage.normalize(root)
-    return [
-        Source("coco", "train", images=storage.join(root, "coco/images/train"),
-               annotations=storage.join(root, "coco/annotations/instances_train.json")),
-        Source("coco", "val", images=storage.join(root, "coco/images/val"),
-               annotations=storage.join(root, "coco/annotations/instances_val.json")),
-        Source("imagenet", "train", images=storage.join(root, "imagenet/train")),
-        Source("imagenet_det", "val", images=storage.join(root, "imagenet_det/Data/DET/val"),
-               annotations=storage.join(root, "imagenet_det/Annotations/DET/val")),
-    ]

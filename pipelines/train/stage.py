@@ -21,6 +21,7 @@ from typing import Any
 from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
+from pipelines.shards import shard_files
 from pipelines.train.data import (
     batch_split,
     check_rows,
@@ -65,14 +66,13 @@ def preview_images(shards: Sequence[str], count: int, storage_options: dict[str,
     import pyarrow.parquet as pq
 
     out: list[bytes] = []
-    for uri in shards:
-        for f in storage.list_files(uri, storage_options, suffix=".parquet"):
-            fs, path = storage.filesystem(f, storage_options)
-            table = pq.read_table(path, columns=["kind", "image"], filesystem=fs)
-            table = table.filter(pc.equal(table["kind"], "detection"))
-            out.extend(table["image"].to_pylist()[: count - len(out)])
-            if len(out) >= count:
-                return out
+    for f in shard_files(shards, storage_options):
+        fs, path = storage.filesystem(f, storage_options)
+        table = pq.read_table(path, columns=["kind", "image"], filesystem=fs)
+        table = table.filter(pc.equal(table["kind"], "detection"))
+        out.extend(table["image"].to_pylist()[: count - len(out)])
+        if len(out) >= count:
+            return out
     return out
 
 
@@ -114,6 +114,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[S
         return TrainResult(out_uri, done.extra.get("run_id"), int(done.counts.get("step", 0)),
                            done.extra.get("checkpoint_uri"), dict(done.extra.get("metrics", {})), skipped=True)
 
+    log.info("train: %s mode on %s", t.mode, ", ".join(storage.redact_uri(s) for s in shards))
     rows_by_kind = check_rows(list(shards), t, opts)
     tree_payload, tags = _tree_payload(tree)
     tracking_uri = resolve_tracking_uri(cfg)
