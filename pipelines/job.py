@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import manifest, storage
 from pipelines.dag import Stage
 from pipelines.layout import ANCHORS, EVALUATE, Layout
+
+if TYPE_CHECKING:  # torch is imported only by the stages that need it
+    from wordtree_build.tree import WordTree
+    from yolo_core.tree import Tree
 
 log = logging.getLogger("y9k.job")
 
@@ -137,10 +141,17 @@ def _record(ctx: JobContext, stage: str) -> dict[str, Any]:
     return m.counts
 
 
-def _tree(ctx: JobContext):
+def _tree(ctx: JobContext) -> WordTree:
     from pipelines.stages.wordtree import load_tree
 
     return load_tree(ctx.layout.wordtree, ctx.opts)
+
+
+def _core_tree(ctx: JobContext) -> Tree:
+    """The WordTree as the model's tree (yolo_core), converted where it is loaded."""
+    from yolo_core.tree import Tree
+
+    return Tree.from_wordtree(_tree(ctx))
 
 
 def _anchor_list(ctx: JobContext) -> list[list[float]]:
@@ -203,11 +214,9 @@ def trained_model(ctx: JobContext):
 
     from pipelines.train.checkpoint import read_checkpoint
     from pipelines.train.loop import build_model
-    from yolo_core.tree import Tree
 
     rec = _record(ctx, "train")
-    tree = Tree.from_wordtree(_tree(ctx))
-    model = build_model(ctx.cfg, tree, _anchor_list(ctx))
+    model = build_model(ctx.cfg, _core_tree(ctx), _anchor_list(ctx))
     with tempfile.TemporaryDirectory() as tmp:
         fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
@@ -228,7 +237,7 @@ def _evaluate(ctx: JobContext) -> dict:
     if not shards:
         raise FileNotFoundError("no imagenet_det-val shards: configure data.det_val")
     out = ctx.layout.eval_dir(train["out_uri"].rsplit("/", 1)[-1])
-    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _tree(ctx), classes, out, split=split,
+    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _core_tree(ctx), classes, out, split=split,
                           run_id=train["run_id"], train_run_id=train["run_id"])
     keep = ("map50_all", "map50_seen", "map50_unseen", "num_images")
     return {**{k: round(float(result.metrics[k]), 5) for k in keep if k in result.metrics}, "out_uri": out}
@@ -238,17 +247,15 @@ def _register(ctx: JobContext) -> dict:
     import mlflow
 
     from pipelines import registry
-    from pipelines.evaluate.stage import tree_lists
     from pipelines.train.tracking import resolve_tracking_uri
 
     cfg, uri = ctx.cfg, resolve_tracking_uri(ctx.cfg)
     train, evaluation = _record(ctx, "train"), _record(ctx, "evaluate")
     metrics = {k: v for k, v in evaluation.items() if k.startswith("map50")}
     wt = _tree(ctx)
-    wnids, names, parents = tree_lists(wt)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=train["run_id"]):
-        info = registry.log_pyfunc(trained_model(ctx), wnids=wnids, names=names, parents=parents,
+        info = registry.log_pyfunc(trained_model(ctx), wnids=wt.wnids, names=wt.names, parents=wt.parents,
                                    config_yaml=cfg.to_yaml(), input_size=cfg.eval.input_size)
     fingerprints = {s: manifest.read_manifest(ctx.record(s), ctx.opts).inputs_fingerprint
                     for s in ("wordtree", "ingest", "anchors")}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import storage
+from pipelines.config import Config
 from pipelines.shards import committed_dirs
 
 # Roles a shard directory (``<dataset>-<split>``) plays downstream of ingest. As detectron2's
@@ -53,7 +54,7 @@ class Layout:
     storage_options: Mapping[str, Any] | None = None
 
     @classmethod
-    def of(cls, cfg: Any) -> Layout:
+    def of(cls, cfg: Config) -> Layout:
         return cls(storage.normalize(cfg.storage.root), cfg.storage.options)
 
     def uri(self, *parts: str) -> str:
@@ -111,13 +112,13 @@ class Layout:
         return self.splits_for(*TRAIN_ROLES[mode])
 
 
-def uses_sample_data(cfg: Any) -> bool:
+def uses_sample_data(cfg: Config) -> bool:
     """No data.* source is configured and sample_data.enabled: the pipeline generates its data."""
     d = cfg.data
     return cfg.sample_data.enabled and not any((d.coco_train, d.coco_val, d.imagenet_train, d.det_val, d.voc))
 
 
-def point_config_at_sample_data(cfg: Any) -> None:
+def point_config_at_sample_data(cfg: Config) -> None:
     """Fill the data.* sources with the generated sample datasets under ``<root>/sample``."""
     sample = Layout.of(cfg).sample
     for key, rel in SAMPLE_DATA.items():

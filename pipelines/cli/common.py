@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+from pipelines.config import Config
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def load_cli_config(args: argparse.Namespace):
     return load_config(args.config, args.overrides)
 
 
-def load_tree(cfg: Any, path: str | None):
+def load_tree(cfg: Config, path: str | None):
     """The WordTree: ``path`` (a tree.parquet or darknet .tree file), else the one `y9k wordtree`
     wrote under storage.root (see :mod:`pipelines.layout`)."""
     from pipelines import storage

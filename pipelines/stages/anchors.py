@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import manifest, storage
+from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.layout import ANCHORS, Layout
 from pipelines.shards import BOX_COLUMNS, shard_files
@@ -103,7 +104,7 @@ def _plot(curve: list[dict[str, Any]], k: int, title: str) -> bytes:
     return buf.getvalue()
 
 
-def run_anchors(cfg: Any, shards: Sequence[str] | None = None, out_uri: str | None = None) -> AnchorsResult:
+def run_anchors(cfg: Config, shards: Sequence[str] | None = None, out_uri: str | None = None) -> AnchorsResult:
     """Compute the anchors from detection shards (default: the committed anchor splits of
     :mod:`pipelines.layout`, never evaluation data); see module doc."""
     from pipelines.stages import ensure_ray

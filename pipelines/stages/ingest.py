@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import manifest, storage
+from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.layout import Layout
 from pipelines.readers import (
@@ -61,6 +62,7 @@ from pipelines.readers import (
     reject,
 )
 from pipelines.shards import SCHEMA_VERSION, SHARD_SCHEMA
+from wordtree_build.tree import WordTree
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +340,7 @@ class IngestResult:
                 f"rejects by reason: {self.rejects_text() or 'none'}")
 
 
-def _config_hash(cfg: Any, tree_hash: str, source: Source) -> str:
+def _config_hash(cfg: Config, tree_hash: str, source: Source) -> str:
     d = cfg.data
     return manifest.stable_hash({"schema": SCHEMA_VERSION, "tree": tree_hash, "source": [source.dataset, source.split],
                                  "max_side": d.max_side, "quality": d.jpeg_quality, "shard_mb": d.shard_mb,
@@ -374,7 +376,7 @@ def _records_dataset(records: list[dict[str, Any]]):
     return ray.data.from_arrow([table.slice(i, per) for i in range(0, table.num_rows, per)])
 
 
-def ingest_source(cfg: Any, tree: Any, source: Source, out_root: str | None = None,
+def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | None = None,
                   mapper: LabelMapper | None = None) -> SourceResult:
     """Ingest one dataset split (skipped when its manifest matches); see the module docstring."""
     import ray
@@ -480,7 +482,7 @@ def _user_facing_cause(e: BaseException) -> IngestRejectError | None:
     return None
 
 
-def run_ingest(cfg: Any, tree: Any, sources: Sequence[Source], out_root: str | None = None) -> IngestResult:
+def run_ingest(cfg: Config, tree: WordTree, sources: Sequence[Source], out_root: str | None = None) -> IngestResult:
     """Ingest every source into ``<out_root or storage.root>/shards/<dataset>-<split>/``."""
     from pipelines.stages import ensure_ray
     from wordtree_build.wordnet import load_wordnet
@@ -534,7 +536,7 @@ def voc_source(uri: str, split: str = "trainval", storage_options: Mapping[str, 
                   image_list=lst if storage.exists(lst, storage_options) else None)
 
 
-def sources_from_config(cfg: Any) -> list[Source]:
+def sources_from_config(cfg: Config) -> list[Source]:
     """The sources named in ``data.*`` (unset ones are left out)."""
     d, opts = cfg.data, cfg.storage.options
     out = []

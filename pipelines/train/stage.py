@@ -32,6 +32,7 @@ from pipelines.train.data import (
 )
 from pipelines.train.loop import train_loop_per_worker
 from pipelines.train.tracking import create_run, resolve_tracking_uri
+from wordtree_build.tree import WordTree
 
 log = logging.getLogger("y9k.train")
 
@@ -48,15 +49,12 @@ class TrainResult:
     skipped: bool = False
 
 
-def _tree_payload(tree: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """A WordTree / yolo_core Tree as plain lists for the workers, and its tags."""
+def _tree_payload(tree: WordTree | None) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The tree as plain lists for the workers, and its tags."""
     if tree is None:
         return None, {}
-    parents = [int(p) for p in (tree.parents.tolist() if hasattr(tree.parents, "tolist") else tree.parents)]
-    tags = {"tree_nodes": str(len(parents))}
-    if hasattr(tree, "content_hash"):
-        tags["tree_hash"] = tree.content_hash()
-    return {"parents": parents}, tags
+    parents = [int(p) for p in tree.parents]
+    return {"parents": parents}, {"tree_nodes": str(len(parents)), "tree_hash": tree.content_hash()}
 
 
 def preview_images(shards: Sequence[str], count: int, storage_options: dict[str, Any]) -> list[bytes]:
@@ -97,7 +95,7 @@ def _storage_filesystem(uri: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(storage.filesystem(uri, options)[0]))
 
 
-def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[Sequence[float]] | None,
+def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors: Sequence[Sequence[float]] | None,
               out_uri: str, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) on the shard directories; ``stop_after`` ends this call at that step
     with a checkpoint (the schedule still spans ``train.max_steps``)."""
