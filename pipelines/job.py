@@ -163,9 +163,8 @@ def _no_new_data(ctx: JobContext) -> str | None:
     if not ctx.retrain:
         return None
     from pipelines.registry import champion
-    from pipelines.train.tracking import resolve_tracking_uri
 
-    cur = champion(ctx.cfg.mlflow.registered_model, resolve_tracking_uri(ctx.cfg))
+    cur = champion(ctx.cfg.mlflow.registered_model, ctx.cfg.mlflow.resolved_tracking_uri())
     if cur is None:
         return None
     current = manifest.read_manifest(ctx.record("ingest"), ctx.opts)
@@ -178,9 +177,8 @@ def _train_fp(ctx: JobContext) -> str:
     fp = ctx.record_fingerprint("wordtree", "ingest", "anchors")
     if ctx.retrain:  # a new champion means a new starting point
         from pipelines.registry import champion
-        from pipelines.train.tracking import resolve_tracking_uri
 
-        cur = champion(ctx.cfg.mlflow.registered_model, resolve_tracking_uri(ctx.cfg))
+        cur = champion(ctx.cfg.mlflow.registered_model, ctx.cfg.mlflow.resolved_tracking_uri())
         fp = manifest.stable_hash([fp, cur.version if cur else None])
     return fp
 
@@ -191,9 +189,8 @@ def _train(ctx: JobContext) -> dict:
     cfg = ctx.cfg
     if ctx.retrain:
         from pipelines.registry import champion
-        from pipelines.train.tracking import resolve_tracking_uri
 
-        cur = champion(cfg.mlflow.registered_model, resolve_tracking_uri(cfg))
+        cur = champion(cfg.mlflow.registered_model, cfg.mlflow.resolved_tracking_uri())
         if cur is not None:
             cfg.model.init_weights = f"models:/{cfg.mlflow.registered_model}@champion"
             log.info("retrain: warm start from %s (version %s)", cfg.model.init_weights, cur.version)
@@ -247,9 +244,8 @@ def _register(ctx: JobContext) -> dict:
     import mlflow
 
     from pipelines import registry
-    from pipelines.train.tracking import resolve_tracking_uri
 
-    cfg, uri = ctx.cfg, resolve_tracking_uri(ctx.cfg)
+    cfg, uri = ctx.cfg, ctx.cfg.mlflow.resolved_tracking_uri()
     train, evaluation = _record(ctx, "train"), _record(ctx, "evaluate")
     metrics = {k: v for k, v in evaluation.items() if k.startswith("map50")}
     wt = _tree(ctx)

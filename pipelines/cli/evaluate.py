@@ -244,10 +244,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     from pipelines import registry
-    from pipelines.train.tracking import resolve_tracking_uri
 
     cfg = load_cli_config(args)
-    uri = resolve_tracking_uri(cfg)
+    uri = cfg.mlflow.resolved_tracking_uri()
     name = args.name or cfg.mlflow.registered_model
     metric = cfg.mlflow.promote_metric
     if args.action == "list":

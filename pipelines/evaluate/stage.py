@@ -224,9 +224,8 @@ def log_evaluation(cfg: Config, summary: Mapping[str, float], csv_text: str, fig
     training run), or into a new evaluation run tagged ``y9k.train_run_id``. Returns the run id."""
     import mlflow
 
-    from pipelines.train.tracking import resolve_tracking_uri
 
-    client = mlflow.MlflowClient(resolve_tracking_uri(cfg))
+    client = mlflow.MlflowClient(cfg.mlflow.resolved_tracking_uri())
     if run_id is None:
         exp = client.get_experiment_by_name(cfg.mlflow.experiment)
         exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment)

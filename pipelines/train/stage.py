@@ -31,7 +31,7 @@ from pipelines.train.data import (
     training_datasets,
 )
 from pipelines.train.loop import train_loop_per_worker
-from pipelines.train.tracking import create_run, resolve_tracking_uri
+from pipelines.train.tracking import create_run
 from wordtree_build.tree import WordTree
 
 log = logging.getLogger("y9k.train")
@@ -115,7 +115,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     log.info("train: %s mode on %s", t.mode, ", ".join(storage.redact_uri(s) for s in shards))
     rows_by_kind = check_rows(list(shards), t, opts)
     tree_payload, tags = _tree_payload(tree)
-    tracking_uri = resolve_tracking_uri(cfg)
+    tracking_uri = cfg.mlflow.resolved_tracking_uri()
     run_id = _run_id(cfg, out_uri, tracking_uri, tags)
     epochs = epochs_per_pass(rows_by_kind, t)
     if epochs > 1:
