@@ -6,7 +6,7 @@ One code path turns images into detections everywhere (the evaluation stage, the
 ``class_subset`` such as the 200 DET classes is given; darknet's top-down tree decode with
 ``hier_thresh`` otherwise), per-class NMS, and boxes mapped back to the original image.
 
-The Ray Data stage reads evaluation shards (one row per image, see the shard contract), runs an
+The Ray Data stage reads evaluation shards (one row per image, see :mod:`pipelines.shards`), runs an
 actor pool of detectors (one GPU per actor when the cluster has GPUs), and writes one Parquet row
 per image: ``image_id``, ``boxes`` (x1, y1, x2, y2 in pixels of the *original* image), ``scores``,
 ``classes`` (indices into the class subset, or tree nodes without one).

@@ -1,5 +1,6 @@
-"""The whole pipeline as users run it: full.py on a local Ray, and `ray job submit` to a real
-`ray start --head` cluster logging into a real `mlflow server`; then scheduled retraining.
+"""The whole pipeline as users run it: `ray job submit ... python pipelines/full.py` to a real
+`ray start --head` cluster logging into a real `mlflow server`, then the stage commands, `y9k run`
+and scheduled retraining on the same outputs; and `full.py` with every stage on S3 (moto).
 
 Everything runs at a tiny scale (a handful of generated images, a few training steps at 64 px)
 so that the stages' wiring, caching and registry behaviour are what is tested, not accuracy.
