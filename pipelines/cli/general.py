@@ -78,7 +78,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true",
                    help="scheduled retraining: warm start from the registry's champion, train, evaluate, register, "
                    "promote only if better")
-    # Also accepted after the command (`python pipelines/full.py -v`); adds to `y9k -v`.
+    # `y9k -v` also accepted after the command, as `python pipelines/full.py -v` passes it.
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
     p.set_defaults(func=cmd_run)
     return p
