@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,12 +49,6 @@ def _full(args: list[str], env: dict | None = None, timeout: int = 900) -> subpr
     res = subprocess.run([sys.executable, str(REPO / "pipelines" / "full.py"), *args], capture_output=True,
                          text=True, timeout=timeout, env=env or _env())
     return res
-
-
-def _y9k(args: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    """The `y9k` command (the project's console script), as a user runs it."""
-    return subprocess.run([str(Path(sys.executable).with_name("y9k")), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -119,13 +114,12 @@ def ray_head(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server):
+def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, monkeypatch, capsys, caplog):
     """One pipeline run shared by every check of it: `ray job submit ... python pipelines/full.py`
     to a real `ray start --head` logging into a real `mlflow server`; then on the same root the
     stage commands pick what the job picked, `y9k run` finds everything cached, the plan of a
     changed config, and scheduled retraining without and with new data."""
     root = tmp_path / "root"
-    env = _env(MLFLOW_TRACKING_URI=mlflow_server)
     with ray_head(tmp_path) as (address, head_env, ray_temp):
         ray_bin = Path(sys.executable).with_name("ray")
         cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(REPO),
@@ -160,61 +154,78 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server):
     for path in ("wordtree/tree.parquet", "wordtree/det_classes.tsv", "anchors/anchors.json", "anchors/curve.png"):
         assert (root / path).exists(), path
 
-    # The stage commands on the same root and config pick the job's directories (pipelines.layout):
-    # ingest finds every source up to date, anchors the same shards (the training splits, never
-    # evaluation data), and training the same splits as the job's training stage.
-    ing = _y9k(["ingest", *_sets(root)], env)
-    assert ing.returncode == 0, ing.stderr[-3000:]
-    assert "4 sources (4 up to date)" in ing.stderr, ing.stderr[-3000:]
-    anc = _y9k(["anchors", *_sets(root)], env)
-    assert anc.returncode == 0 and "(up to date, skipped)" in anc.stdout, anc.stdout + anc.stderr[-3000:]
-    assert json.loads((root / "anchors" / "anchors.json").read_text())["shards"] == [str(root / "shards/coco-train")]
-    job_train = re.search(r"train: \w+ mode on .*", out)
-    assert job_train, out[-3000:]
-    tr = _y9k(["train", *_sets(root), "--stop-after", "1"], env)
-    assert tr.returncode == 0, tr.stderr[-3000:]
-    assert re.search(r"train: \w+ mode on .*", tr.stderr).group(0) == job_train.group(0)
-    assert "imagenet_det-val" not in job_train.group(0) and "coco-val" not in job_train.group(0)
+    # The rest runs in this process on one local Ray (each command in a new process would start
+    # Ray and import torch and MLflow again), as `y9k` runs them: the stage commands on the same
+    # root and config pick the job's directories (pipelines.layout): ingest finds every source up
+    # to date, anchors the same shards (the training splits, never evaluation data), and training
+    # the same splits as the job's training stage.
+    import ray
 
-    # Same inputs and config: every stage is cached, nothing new is registered.
-    again = _y9k(["run", *_sets(root)], env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert set(_statuses(again.stdout).values()) == {"cached"}, again.stdout
-    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+    from pipelines.cli import main
 
-    # The plan of a changed config: training and everything after it would run again.
-    plan = _full(_sets(root, "train.lr=0.002") + ["--dry-run"], env)
-    assert plan.returncode == 0
-    st = _statuses(plan.stdout)
-    assert st["ingest"] == "would-skip" and st["train"] == "would-run", plan.stdout
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if ray.is_initialized():  # another test's instance: the commands start their own, sized for training
+        ray.shutdown()
+    caplog.set_level(logging.INFO)
+    try:
+        capsys.readouterr()
+        assert main(["ingest", *_sets(root)]) == 0
+        assert "4 sources (4 up to date)" in caplog.text, caplog.text[-3000:]
+        assert main(["anchors", *_sets(root)]) == 0
+        assert "(up to date, skipped)" in capsys.readouterr().out
+        saved = json.loads((root / "anchors" / "anchors.json").read_text())
+        assert saved["shards"] == [str(root / "shards/coco-train")]
+        job_train = re.search(r"train: \w+ mode on .*", out)
+        assert job_train, out[-3000:]
+        caplog.clear()
+        assert main(["train", *_sets(root), "--stop-after", "1"]) == 0
+        assert re.search(r"train: \w+ mode on .*", caplog.text).group(0) == job_train.group(0)
+        assert "imagenet_det-val" not in job_train.group(0) and "coco-val" not in job_train.group(0)
 
-    # Scheduled retrain with no new data: nothing is trained, and it says why.
-    same = _full(_sets(root) + ["--retrain"], env)
-    assert same.returncode == 0, same.stderr[-3000:]
-    assert _statuses(same.stdout)["train"] == "skipped" and "no new data since champion version 1" in same.stdout
+        # Same inputs and config: every stage is cached, nothing new is registered.
+        capsys.readouterr()
+        assert main(["run", *_sets(root)]) == 0
+        again = capsys.readouterr().out
+        assert set(_statuses(again).values()) == {"cached"}, again
+        assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
 
-    # New classification images arrive: the retrain warm-starts from the champion and registers v2.
-    extra = tmp_path / "extra"
-    from pipelines.sample_data import generate
+        # The plan of a changed config: training and everything after it would run again.
+        assert main(["run", *_sets(root, "train.lr=0.002"), "--dry-run"]) == 0
+        st = _statuses(capsys.readouterr().out)
+        assert st["ingest"] == "would-skip" and st["train"] == "would-run", st
 
-    generate(str(extra), seed=7, scale="tiny")
-    added = 0
-    for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
-        dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
-        shutil.copy(src, dst)
-        added += 1
-    assert added > 0
-    grown = _full(_sets(root) + ["--retrain"], env)
-    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
-    st = _statuses(grown.stdout)
-    assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown.stdout
-    assert "warm start from models:/" in grown.stderr
+        # Scheduled retrain with no new data: nothing is trained, and it says why.
+        assert main(["run", *_sets(root), "--retrain"]) == 0
+        same = capsys.readouterr().out
+        assert _statuses(same)["train"] == "skipped" and "no new data since champion version 1" in same
+
+        # New classification images arrive: the retrain warm-starts from the champion and registers v2.
+        extra = tmp_path / "extra"
+        from pipelines.sample_data import generate
+
+        generate(str(extra), seed=7, scale="tiny")
+        added = 0
+        for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
+            dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
+            shutil.copy(src, dst)
+            added += 1
+        assert added > 0
+        caplog.clear()
+        assert main(["run", *_sets(root), "--retrain"]) == 0
+        grown = capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    st = _statuses(grown)
+    assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown
+    assert "warm start from models:/" in caplog.text
     v2 = client.get_model_version(MODEL, "2")
     assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
     champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
     better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
     assert champ == ("2" if better else "1")
-    assert ("now champion" if better else "champion unchanged") in grown.stdout
+    assert ("now champion" if better else "champion unchanged") in grown
 
 
 @pytest.mark.slow
