@@ -3,8 +3,9 @@
 One code path turns images into detections everywhere (the evaluation stage, the pyfunc model,
 ``y9k predict``): JPEGs decoded at a reduced DCT scale where the letterbox shrinks them anyway
 (Pillow's ``draft``), letterbox to the network size (darknet HEAD), forward through the fast
-form of the network (``yolo_core.inference.make_runner``: ONNX Runtime on CPU when installed,
-else torch with batch norm folded and channels_last; the choice is logged), region decode with
+form of the network (``yolo_core.inference.make_runner``: torch with batch norm folded and
+channels_last, in bf16 where the hardware computes bf16 natively; else ONNX Runtime on CPU when
+installed; else that torch form in fp32; the choice is logged), region decode with
 ``yolo_core.postprocess.detect`` (score = objectness x absolute P(class node) when a
 ``class_subset`` such as the 200 DET classes is given; darknet's top-down tree decode with
 ``hier_thresh`` otherwise), per-class NMS, and boxes mapped back to the original image.
