@@ -135,7 +135,7 @@ def autocast(device: str | torch.device, precision: Precision) -> Iterator[None]
 def run_model(model: nn.Module, x: torch.Tensor, precision: Precision | None = None) -> torch.Tensor:
     """One forward pass for prediction: inference mode, channels_last input when the weights are, fp32 out."""
     with torch.inference_mode():
-        if getattr(model, "inference_form", False) and x.dim() == 4 and x.device.type == "cpu":
+        if getattr(model, "inference_form", False) and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(x.device, precision or Precision(torch.float32, "")):
             out = model(x)
