@@ -19,7 +19,8 @@ images against the same steps written plainly (``_plain_predict.py``: full JPEG 
 letterbox, the plain-torch network at batch 8, region decode, per-class NMS, JSON lines),
 each a fresh process, alternating; also ``y9k predict --precision fp32``. Target: wall time
 <= 1.0 x plain. The weights are random (no trained YOLOv2 is available here), the output layer
-scaled so that ~1-2 boxes per image pass darknet's .5; both sides do the same work.
+scaled so that some dozens of boxes per image pass darknet's .5 (NMS has work); both sides do
+the same work on the same outputs, and their detections are compared.
 
 Run: PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_inference.py   (writes results/inference.json)
 """
@@ -54,7 +55,7 @@ BATCHES = (1, 8)
 REPEATS = 5
 E2E_IMAGES = 24
 E2E_REPEATS = 3
-OUTPUT_SCALE = 30.0
+OUTPUT_SCALE = 40.0
 
 
 # ------------------------------------------------------------------------------------------
