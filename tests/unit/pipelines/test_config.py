@@ -26,7 +26,8 @@ def test_overrides_are_parsed_as_yaml_and_typed():
     assert cfg.train.batch_size == 32 and cfg.train.steps == [10, 20]
     assert cfg.ray.num_cpus == 2 and cfg.model.init_weights is None
     assert cfg.train.lr == pytest.approx(0.001) and isinstance(cfg.train.lr, float)
-    assert cfg.train.channels_last is True and load_config("demo").train.channels_last is False
+    cfg2 = load_config("demo", ["train.channels_last=false"])
+    assert cfg.train.channels_last is True and cfg2.train.channels_last is False
 
 
 def test_int_accepted_for_float_but_not_bool_for_int():
