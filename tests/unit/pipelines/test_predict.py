@@ -239,7 +239,6 @@ def test_export_onnx_from_model_directory_and_darknet_files(model_dir, tmp_path,
     # The pyfunc model carries the export, and its detector runs it.
     assert (model_dir / "artifacts" / "model.onnx").exists()
     from pipelines.registry import load_pyfunc
-
     from yolo_core.inference import choose_precision
 
     auto = load_pyfunc(str(model_dir)).detector.runner
