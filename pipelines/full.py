@@ -62,29 +62,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scheduled retraining: warm start from the registry's champion, train, evaluate, register, "
                    "promote only if better")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    p.add_argument("--debug", action="store_true",
+                   help="on failure, print the traceback (secrets redacted); also Y9K_DEBUG=1")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     # Heavy imports after parsing, so --help is instant.
+    from pipelines import secrets
     from pipelines.config import ConfigError, load_config
+    from pipelines.errors import report_failure
     from pipelines.logs import setup_logging
 
+    secrets.remember(list(argv))
     setup_logging(args.verbose)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
-        print(f"full.py: config error: {e}", file=sys.stderr)
+        print(f"full.py: config error: {secrets.redact(str(e))}", file=sys.stderr)
         return 2
-    return run(cfg, only=args.only, start=args.start, dry_run=args.dry_run, retrain=args.retrain, force=args.force)
+    try:
+        return run(cfg, only=args.only, start=args.start, dry_run=args.dry_run, retrain=args.retrain,
+                   force=args.force)
+    except KeyboardInterrupt:
+        print("full.py: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # Ray start-up, storage: one redacted line, not a traceback
+        return report_failure("full.py", "pipeline failed", e, args.debug)
 
 
 def run(cfg, *, only=(), start=None, dry_run=False, retrain=False, force=()) -> int:
     import logging
     import time
 
-    from pipelines import dag, job, storage
+    from pipelines import dag, job, secrets, storage
 
     log = logging.getLogger("y9k.full")
     sample = job.use_sample_data(cfg)
@@ -94,7 +107,7 @@ def run(cfg, *, only=(), start=None, dry_run=False, retrain=False, force=()) -> 
     try:
         stages = dag.select(job.build_stages(), only, start)
     except Exception as e:
-        print(f"full.py: {e}", file=sys.stderr)
+        print(f"full.py: {secrets.describe(e)}", file=sys.stderr)
         return 2
     log.info("pipeline: %s (storage %s)", " -> ".join(s.name for s in stages), storage.redact_uri(ctx.root))
     if not dry_run:
@@ -105,7 +118,7 @@ def run(cfg, *, only=(), start=None, dry_run=False, retrain=False, force=()) -> 
     try:
         outcomes = dag.run_stages(stages, ctx, dry_run=dry_run, force=force, storage_options=cfg.storage.options)
     except dag.StageFailed as e:
-        print(f"\nfull.py: FAILED: {e}", file=sys.stderr)
+        print(f"\nfull.py: FAILED: {secrets.redact(str(e))}", file=sys.stderr)
         return 1
     print("\n" + dag.format_report(outcomes))
     if dry_run:
