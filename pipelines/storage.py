@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -61,9 +62,17 @@ def open_uri(uri: str, mode: str = "rb", storage_options: Mapping[str, Any] | No
         yield f
 
 
+class NotRegularFileError(OSError):
+    """A local path that is a FIFO, a socket, a device or a folder: never opened (a FIFO blocks)."""
+
+
 def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
-    if "://" not in uri and "::" not in uri:  # a plain local path: skip fsspec's per-call resolution
-        with open(uri, "rb") as f:
+    local = uri[len("file://"):] if uri.startswith("file://") else uri
+    if "://" not in local and "::" not in local:  # a plain local path: skip fsspec's per-call resolution
+        # stat before open: opening a FIFO waits for a writer for ever.
+        if not stat.S_ISREG(os.stat(local).st_mode):
+            raise NotRegularFileError(f"{local}: not a regular file")
+        with open(local, "rb") as f:
             return f.read()
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path)
