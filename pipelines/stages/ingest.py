@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 
 from pipelines import manifest, storage
 from pipelines.errors import StageError
+from pipelines.images import DEFAULT_MAX_PIXELS, TooManyPixels, open_checked, to_rgb
 from pipelines.readers import (
     CORRUPT,
     DEGENERATE,
@@ -122,22 +123,12 @@ def _strict_error(r: Mapping[str, Any]) -> IngestRejectError:
 # --------------------------------------------------------------------------------------------
 
 
-class TooManyPixels(ValueError):
-    """An image larger than data.max_pixels: rejected from its header, before any decoding."""
-
-
 def _decode(data: bytes, max_side: int, quality: int,
-            max_pixels: int = 64_000_000) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
     """Verify, fully decode, downscale and re-encode. Returns (jpeg, original size, new size)."""
     from PIL import Image
 
-    try:
-        im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # Pillow's own cap (above ours unless raised)
-        raise TooManyPixels(str(e)) from None
-    if im.width * im.height > max_pixels:
-        raise TooManyPixels(f"{im.width}x{im.height} = {im.width * im.height} pixels > data.max_pixels "
-                            f"({max_pixels})")
+    im = open_checked(data, max_pixels)
     if im.format != "JPEG":
         # Structural check (PNG CRCs and the like). Pillow's JPEG reader checks nothing here that
         # the full decode below does not, so JPEGs (nearly all inputs) skip the second parse.
@@ -151,29 +142,12 @@ def _decode(data: bytes, max_side: int, quality: int,
     im.load()
     if scale == 1 and im.format == "JPEG" and im.mode == "RGB":
         return data, (w, h), (w, h)
-    im = _to_rgb(im)
+    im = to_rgb(im)
     if im.size != size:
         im = im.resize(size, Image.Resampling.BILINEAR)
     out = io.BytesIO()
     im.save(out, format="JPEG", quality=quality)
     return out.getvalue(), (w, h), size
-
-
-def _to_rgb(im: Any) -> Any:
-    """8-bit RGB. 16- and 32-bit integer images are scaled to 8 bits (Pillow's convert clips them:
-    a 16-bit grayscale PNG came out almost white)."""
-    from PIL import Image
-
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        import numpy as np
-
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-        if im.mode == "F":  # float images have no fixed range: stretch what is there
-            lo, hi = float(np.nanmin(a, initial=0)), float(np.nanmax(a, initial=1))
-            a, top = np.nan_to_num(a - lo), max(hi - lo, 1e-12)
-        im = Image.fromarray(np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8), "L")
-    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def _check_box(box: Sequence[float], w: int, h: int) -> tuple[list[float] | None, str, str]:
@@ -192,7 +166,7 @@ def _check_box(box: Sequence[float], w: int, h: int) -> tuple[list[float] | None
 
 def process_record(rec: Mapping[str, Any], max_side: int, quality: int,
                    storage_options: Mapping[str, Any] | None,
-                   max_pixels: int = 64_000_000) -> tuple[dict[str, Any] | None, list[dict]]:
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[dict[str, Any] | None, list[dict]]:
     """Read, check and re-encode one image record: (shard row or None, reject rows)."""
     uri = rec["uri"]
     src = uri.split("#", 1)[0]
