@@ -221,11 +221,10 @@ def _client(tracking_uri: str | None = None):
 
 
 def fail_fast_http() -> None:
-    """For interactive read commands: one retry and a 20 s timeout per MLflow request, so an
-    unreachable tracking server is reported in seconds (MLflow's defaults retry for minutes).
-    Values already set in the environment win."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    """For interactive commands: no retry and a 20 s timeout per MLflow request, so an unreachable
+    tracking server is reported in seconds (MLflow's defaults retry for about 4 minutes); rerunning
+    is the user's call. Values already set in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 

@@ -51,6 +51,9 @@ _QUOTED = re.compile(r"(?i)((['\"])[^'\"\n]*" + _WORDS + r"[^'\"\n]*\2\s*:\s*)(?
 _HEADER = re.compile(r"(?i)(\b(?:authorization|x-amz-security-token|x-ms-[\w-]*key)\s*:\s*)"
                      r"((?:bearer|basic|aws4-hmac-sha256|sharedkey)\s+)?[^\s,'\"]+")
 
+# AWS access key ids have a recognisable shape.
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{12,}\b")
+
 _known: set[str] = set()  # literal secrets, see remember()
 _MIN_LITERAL = 4  # shorter values would redact ordinary words
 
@@ -68,12 +71,11 @@ def remember(value: Any) -> None:
     removes them from any text, in whatever form a library prints them (raw or %-encoded)."""
     for secret in _find_secrets(value):
         for form in {secret, unquote(secret), quote(secret, safe="")}:
-            if len(form) >= _MIN_LITERAL:
-                _known.add(form)
-                # The user part alone too (an access key id is printed by botocore errors).
-                user = form.split(":", 1)[0]
-                if ":" in form and len(user) >= 8:
-                    _known.add(user)
+            # Its pieces too: s3fs cuts ``KEY:SE/CRET@bucket`` at the '/' and botocore prints
+            # ``KEY:SE`` back as a bucket name; an access key id may be printed alone.
+            for piece in {form, *form.split("/"), *form.split(":", 1)}:
+                if len(piece) >= _MIN_LITERAL:
+                    _known.add(piece)
 
 
 def _find_secrets(value: Any, secret_key: bool = False) -> Iterable[str]:
@@ -99,6 +101,7 @@ def _find_secrets(value: Any, secret_key: bool = False) -> Iterable[str]:
 
 
 def redact_text(text: str) -> str:
+    text = _AWS_KEY_ID.sub(REDACTED, text)
     text = _URI_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
     text = _BARE_USERINFO.sub(f"{REDACTED}@", text)
     text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}{REDACTED}", text)
@@ -142,8 +145,7 @@ def describe(e: BaseException, limit: int = 400) -> str:
     inner = root_cause(e)
     if getattr(type(inner), "user_facing", False):
         return redact_text(str(inner))
-    lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
-    msg = lines[0] if lines else ""
+    msg = " ".join(ln.strip() for ln in str(inner).splitlines() if ln.strip())
     name = type(inner).__name__
     text = f"{name}: {msg}" if msg else name
     text = redact_text(text)
