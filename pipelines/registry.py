@@ -288,8 +288,8 @@ def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], desc
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="YOLO9000 detectors (pyfunc: images in, detections out)")
     with _registry_uri(tracking_uri):
-        mv = mlflow.register_model(model_uri, name, tags=dict(tags))
-    client.update_model_version(name, mv.version, description=description)
+        mv = mlflow.register_model(model_uri, name, tags=secrets.redact(dict(tags)))
+    client.update_model_version(name, mv.version, description=secrets.redact(description))
     client.set_registered_model_alias(name, CANDIDATE, mv.version)
     return client.get_model_version(name, mv.version)
 

@@ -150,3 +150,27 @@ def test_unreachable_bucket_with_credentials_is_one_redacted_line(capsys, tmp_pa
     assert rc == 1 and "Traceback" not in err and len(lines) == 1
     assert lines[0].startswith("y9k: ingest failed:") and "Could not connect" in lines[0]
     assert "AKIAIOSFODNN7EXAMPLE" not in err and "wJalrXUtnFEMI" not in err
+
+
+def test_mlflow_params_tags_and_texts_are_redacted(tmp_path, monkeypatch):
+    """What a training run sends to MLflow, read back from a real (sqlite) store."""
+    import mlflow
+
+    from pipelines.train.tracking import Tracker, create_run
+
+    key_id, secret = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMIK7MDENGbPxRfiCY"
+    cfg = load_config("demo", [f"model.init_weights=s3://{key_id}:{secret}@bucket/w.weights",
+                               f"storage.options.secret={secret}", f"storage.root=s3://bucket/y9k?token={secret}"])
+    monkeypatch.setattr(secrets, "_known", set())  # the patterns alone
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = create_run(uri, "e", "r", {"source": cfg.model.init_weights})
+    tracker = Tracker(uri, run_id, True)
+    tracker.log_params(cfg.flat())
+    tracker.set_tags({"warm_start": cfg.model.init_weights})
+    tracker.log_text(cfg.to_yaml(), "config.yaml")
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_id)
+    stored = json.dumps([run.data.params, run.data.tags])
+    stored += (tmp_path / "art").mkdir() or open(client.download_artifacts(run_id, "config.yaml", str(tmp_path / "art"))).read()
+    assert "init_weights" in stored and "warm_start" in stored
+    assert secret not in stored and key_id not in stored
