@@ -122,3 +122,12 @@ def test_debug_traceback_is_redacted(capsys, monkeypatch):
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("y9k: sample-data failed:")
     for part in (KEY_ID, *SECRET.split("/")):
         assert part not in err
+
+
+def test_predict_images_uri_with_credentials(model_dir, capsys):
+    rc = main(["predict", "--model", str(model_dir), "--images", f"s3://{KEY_ID}:{SECRET}@bucket/photos"])
+    out = capsys.readouterr()
+    assert rc == 1
+    _one_line_error(out.err, "y9k: predict failed:")
+    for part in (KEY_ID, *SECRET.split("/")):
+        assert part not in out.out + out.err
