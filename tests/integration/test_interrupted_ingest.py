@@ -88,7 +88,8 @@ def test_kill_9_mid_ingest_then_every_reader_refuses(tmp_path, capsys):
     root = tmp_path / "out"
     shard_dir = root / "shards" / "imagenet-train"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    cmd = [sys.executable, "-m", "pipelines.cli", "ingest", "--tree", str(tree),
+    cmd = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main())", "ingest",
+           "--tree", str(tree),
            "--set", f"storage.root={root}", "--set", "sample_data.enabled=false",
            "--set", f"data.imagenet_train={images}", "--set", "data.shard_mb=0.01", "--set", "ray.num_cpus=2"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
