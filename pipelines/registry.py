@@ -219,6 +219,15 @@ def _client(tracking_uri: str | None = None):
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def _raise_if_refused(e: mlflow.exceptions.MlflowException) -> None:
+    """The handlers below read an MlflowException as "not found"; a server that refused the
+    credentials (basic-auth: 401, or 403 for a user without the permission) is said so instead."""
+    if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        raise RegistryError(
+            f"the MLflow server refused the request (HTTP {e.get_http_status_code()} {e.error_code}): "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)") from None
+
+
 def provenance_tags(*, fingerprints: Mapping[str, str] | None = None, tree_hash: str | None = None,
                     git_commit: str | None = None, metrics: Mapping[str, float] | None = None,
                     extra: Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -256,7 +265,8 @@ def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], desc
     client = _client(tracking_uri)
     try:
         client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as e:
+        _raise_if_refused(e)
         client.create_registered_model(name, description="YOLO9000 detectors (pyfunc: images in, detections out)")
     with _registry_uri(tracking_uri):
         mv = mlflow.register_model(model_uri, name, tags=dict(tags))
@@ -277,7 +287,8 @@ def champion(name: str, tracking_uri: str | None = None) -> Any | None:
     client = _client(tracking_uri)
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as e:
+        _raise_if_refused(e)
         return None
 
 
@@ -299,7 +310,8 @@ def promote_if_better(name: str, version: str | int, metric: str, margin: float 
     version = str(version)
     try:
         mv = client.get_model_version(name, version)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as e:
+        _raise_if_refused(e)
         raise RegistryError(f"registered model {name!r} has no version {version}") from None
     value = metric_of(mv, metric)
     cur = champion(name, tracking_uri)
@@ -345,7 +357,8 @@ def rollback(name: str, to_version: str | int | None = None, tracking_uri: str |
         target = str(to_version)
         try:
             client.get_model_version(name, target)
-        except mlflow.exceptions.MlflowException:
+        except mlflow.exceptions.MlflowException as e:
+            _raise_if_refused(e)
             raise RegistryError(f"registered model {name!r} has no version {target}") from None
         history = history + [target] if not history or history[-1] != target else history
     client.set_registered_model_alias(name, CHAMPION, target)
@@ -358,7 +371,8 @@ def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, 
     client = _client(tracking_uri)
     try:
         rm = client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as e:
+        _raise_if_refused(e)
         raise RegistryError(f"no registered model named {name!r}") from None
     aliases: dict[str, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
@@ -377,7 +391,8 @@ def show_version(name: str, version_or_alias: str, tracking_uri: str | None = No
     try:
         mv = (client.get_model_version(name, version_or_alias) if version_or_alias.isdigit()
               else client.get_model_version_by_alias(name, version_or_alias))
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as e:
+        _raise_if_refused(e)
         raise RegistryError(f"registered model {name!r} has no version or alias {version_or_alias!r}") from None
     return {"name": name, "version": mv.version, "aliases": list(mv.aliases or []), "status": mv.status,
             "description": mv.description, "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags)}
