@@ -55,7 +55,8 @@ def run_as() -> dict:
 @pytest.fixture(scope="module")
 def postgres():
     """A fresh PostgreSQL on a free loopback port; yields a function db_uri(user, password, db)."""
-    import psycopg2
+    import psycopg
+    from psycopg import sql
 
     initdb, server = postgres_bin("initdb"), postgres_bin("postgres")
     if not (initdb and server):
@@ -77,16 +78,15 @@ def postgres():
         while True:
             assert proc.poll() is None, (root / "postgres.log").read_text()[-2000:]
             try:
-                admin = psycopg2.connect(host=str(root), port=port, user="postgres", dbname="postgres")
+                admin = psycopg.connect(host=str(root), port=port, user="postgres", dbname="postgres", autocommit=True)
                 break
-            except psycopg2.OperationalError:
+            except psycopg.OperationalError:
                 assert time.monotonic() < deadline, (root / "postgres.log").read_text()[-2000:]
                 time.sleep(0.3)
-        admin.autocommit = True
         password = secrets.token_hex(16)
         with admin.cursor() as cur:
             # As infra/mlflow/README.md: two databases owned by the user `mlflow`.
-            cur.execute("CREATE ROLE mlflow LOGIN PASSWORD %s", (password,))
+            cur.execute(sql.SQL("CREATE ROLE mlflow LOGIN PASSWORD {}").format(sql.Literal(password)))
             cur.execute("CREATE DATABASE mlflow OWNER mlflow")
             cur.execute("CREATE DATABASE mlflow_auth OWNER mlflow")
         admin.close()

@@ -54,6 +54,7 @@ def image_workdir(dest: Path) -> str:
     text = (INFRA / "docker/Dockerfile").read_text()
     workdir = re.findall(r"^WORKDIR\s+(\S+)", text, re.M)[-1]
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    dest.mkdir(parents=True)
     for line in re.findall(r"^COPY\s+(?!--)(.+)$", text, re.M):
         *sources, target = line.split()
         for src in sources:
@@ -71,9 +72,10 @@ def with_dry_run(script: str) -> str:
     return new
 
 
-def api(address: str, path: str, token: str | None) -> tuple[int, object]:
-    """GET the dashboard's REST API (with `Authorization: Bearer <token>` when given)."""
-    req = urllib.request.Request(f"{address}{path}")
+def api(address: str, path: str, token: str | None, body: dict | None = None) -> tuple[int, object]:
+    """GET (or POST `body` to) the dashboard's REST API, with `Authorization: Bearer <token>`."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{address}{path}", data=data, headers={"Content-Type": "application/json"})
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -131,28 +133,63 @@ def token_head(tmp_path_factory):
     address = f"http://127.0.0.1:{dash}"
     try:
         wait_for_dashboard(address, token, proc, log_path)
-        # The dashboard answers before its job agent is up: wait until the agent takes a job.
+        # The dashboard answers before its job agent is up (KubeRay waits for a ready cluster before
+        # it starts a submitter): wait until the agent takes a job.
         deadline = time.monotonic() + 90
         while True:
-            res = subprocess.run([str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--", "true"],
-                                 capture_output=True, text=True, env={**base, **head_env}, timeout=120)
-            if res.returncode == 0 or time.monotonic() > deadline:
+            status, answer = api(address, "/api/jobs/", token, {"entrypoint": "true"})
+            if status == 200 or time.monotonic() > deadline:
                 break
-            assert "No available agent" in res.stdout + res.stderr, res.stdout + res.stderr
-            time.sleep(1)
-        assert res.returncode == 0, res.stdout + res.stderr
+            assert "No available agent" in str(answer), (status, answer)
+            time.sleep(0.5)
+        assert status == 200, answer
         yield {"address": address, "token": token, "secrets": store, "base_env": base, "tmp": tmp}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
-            proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_head(proc, temp_dir)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def head_processes(session_id: int, temp_dir: str) -> list[int]:
+    """This head's processes: those in the session `ray start` leads, and any that left it but
+    name the head's own temp dir (Ray's workers and agents carry its session path)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(d.name)) == session_id or temp_dir in (d / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_head(proc: subprocess.Popen, temp_dir: str) -> None:
+    """SIGTERM to this head's processes by PID, SIGKILL to what is left after 5 s (never `ray stop`,
+    which stops every Ray on the machine)."""
+    pids = head_processes(proc.pid, temp_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (proc.poll() is None or any(running(p) for p in pids if p != proc.pid)):
+        time.sleep(0.1)
+    for pid in head_processes(proc.pid, temp_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.wait()
 
 
 def final_status(address: str, token: str, submission_id: str) -> dict:
@@ -161,8 +198,44 @@ def final_status(address: str, token: str, submission_id: str) -> dict:
     return job
 
 
-def run_submitter(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+def cronjob_submitter(head: dict) -> tuple[list[str], dict[str, str]]:
+    """The CronJob's container command, as written, after Kubernetes' expansion, and its env."""
+    cron = load_doc("k8s/cronjob-ray-submit.yaml")
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = resolve_env(container.get("env", []), head["secrets"])
+    argv = container_script(container, env)
+    assert argv[:2] == ["/bin/bash", "-c"] and HEAD_SERVICE in argv[2]
+    workdir = image_workdir(head["tmp"] / "cron-workdir")
+    script = with_dry_run(argv[2].replace(HEAD_SERVICE, head["address"]))
+    assert workdir in script
+    return [*argv[:2], script.replace(workdir, str(head["tmp"] / "cron-workdir"))], env
+
+
+def rayjob_submitter(head: dict, job_id: str) -> tuple[list[str], dict[str, str]]:
+    """The RayJob's submitter as KubeRay runs it: its command, and the env it gives the container."""
+    rayjob = load_doc("kuberay/rayjob.yaml")
+    spec = rayjob["spec"]
+    (container,) = spec["submitterPodTemplate"]["spec"]["containers"]
+    assert not container.get("command"), "KubeRay builds the submitter's command only when none is set"
+    workdir = image_workdir(head["tmp"] / "rayjob-workdir")
+    script = with_dry_run(kuberay_submit_script(spec, head["address"], job_id))
+    assert workdir in script
+    script = script.replace(workdir, str(head["tmp"] / "rayjob-workdir"))
+    env_list = with_env(container.get("env"), kuberay_auth_env(rayjob["metadata"]["name"], spec["rayClusterSpec"]))
+    return ["/bin/bash", "-ce", "--", script], resolve_env(env_list, head["secrets"])
+
+
+@pytest.fixture(scope="module")
+def submitted(token_head) -> dict[str, tuple[subprocess.CompletedProcess, dict[str, str]]]:
+    """Both submitters, run at the same time (as a CronJob and a RayJob may be)."""
+    job_id = f"y9k-full-{secrets.token_hex(4)}"
+    runs = {"cronjob": cronjob_submitter(token_head), "rayjob": rayjob_submitter(token_head, job_id)}
+    procs = {name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env={**token_head["base_env"], **env})
+             for name, (argv, env) in runs.items()}
+    out = {name: (p.communicate(timeout=300)[0], p.returncode) for name, p in procs.items()}
+    return {"cronjob": out["cronjob"], "rayjob": out["rayjob"], "rayjob_id": job_id,
+            "envs": {name: env for name, (_, env) in runs.items()}}
 
 
 def test_the_dashboard_refuses_requests_without_the_token(token_head) -> None:
@@ -172,19 +245,10 @@ def test_the_dashboard_refuses_requests_without_the_token(token_head) -> None:
     assert api(address, "/api/jobs/", token_head["token"])[0] == 200
 
 
-def test_cronjob_submitter_runs_as_written_and_its_job_succeeds(token_head) -> None:
-    cron = load_doc("k8s/cronjob-ray-submit.yaml")
-    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    env = resolve_env(container.get("env", []), token_head["secrets"])
-    argv = container_script(container, env)
-    assert argv[:2] == ["/bin/bash", "-c"] and HEAD_SERVICE in argv[2]
-    workdir = image_workdir(token_head["tmp"] / "cron-workdir")
-    script = with_dry_run(argv[2].replace(HEAD_SERVICE, token_head["address"]))
-    assert workdir in script
-    script = script.replace(workdir, str(token_head["tmp"] / "cron-workdir"))
-    res = run_submitter([*argv[:2], script], {**token_head["base_env"], **env})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-3000:]
+def test_cronjob_submitter_runs_as_written_and_its_job_succeeds(token_head, submitted) -> None:
+    out, rc = submitted["cronjob"]
+    assert submitted["envs"]["cronjob"]["RAY_AUTH_MODE"] == "token"
+    assert rc == 0, out[-3000:]
     (submission_id,) = set(re.findall(r"(y9k-retrain-\d{8}T\d{6}Z)", out))
     job = final_status(token_head["address"], token_head["token"], submission_id)
     assert job["status"] == "SUCCEEDED", job
@@ -192,22 +256,12 @@ def test_cronjob_submitter_runs_as_written_and_its_job_succeeds(token_head) -> N
     assert "would-run" in out  # the dry run's plan, printed by the job's driver
 
 
-def test_rayjob_submitter_built_by_kuberay_runs_and_its_job_succeeds(token_head) -> None:
-    rayjob = load_doc("kuberay/rayjob.yaml")
-    spec = rayjob["spec"]
-    (container,) = spec["submitterPodTemplate"]["spec"]["containers"]
-    assert not container.get("command"), "KubeRay builds the submitter's command only when none is set"
-    job_id = f"y9k-full-{secrets.token_hex(4)}"
-    workdir = image_workdir(token_head["tmp"] / "rayjob-workdir")
-    script = kuberay_submit_script(spec, token_head["address"], job_id)
-    script = with_dry_run(script).replace(workdir, str(token_head["tmp"] / "rayjob-workdir"))
-    env_list = with_env(container.get("env"), kuberay_auth_env(rayjob["metadata"]["name"], spec["rayClusterSpec"]))
-    env = resolve_env(env_list, token_head["secrets"])
-    assert env.get("RAY_AUTH_MODE") == "token"
-    res = run_submitter(["/bin/bash", "-ce", "--", script], {**token_head["base_env"], **env})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-3000:]
+def test_rayjob_submitter_built_by_kuberay_runs_and_its_job_succeeds(token_head, submitted) -> None:
+    out, rc = submitted["rayjob"]
+    assert submitted["envs"]["rayjob"]["RAY_AUTH_MODE"] == "token"
+    assert rc == 0, out[-3000:]
     # What the operator's status poll reads, authenticated with the Secret authOptions names.
-    job = final_status(token_head["address"], token_head["token"], job_id)
+    job = final_status(token_head["address"], token_head["token"], submitted["rayjob_id"])
     assert job["status"] == "SUCCEEDED", job
+    assert "--retrain" not in job["entrypoint"] and job["entrypoint"].endswith("--dry-run")
     assert "would-run" in out

@@ -479,6 +479,28 @@ def test_node_config_check_rejects_a_broken_copy(name: str) -> None:
     assert node_config_errors(broken(*NODE_CONFIG_BREAKAGES[name]))
 
 
+# The pip distribution providing each SQLAlchemy PostgreSQL driver.
+POSTGRES_DRIVER_PACKAGES = {"psycopg": ("psycopg[binary]", "psycopg"), "psycopg2": ("psycopg2-binary", "psycopg2")}
+
+
+def postgres_driver_problems(dockerfile: str) -> list[str]:
+    """The image's pip installs lack the driver SQLAlchemy (the version installed with mlflow)
+    uses for the `postgresql://` backend store URIs of infra/mlflow."""
+    from sqlalchemy.engine import make_url
+
+    driver = make_url("postgresql://u@h/db").get_dialect().driver
+    installs = " ".join(re.findall(r"pip install ([^\n\\]+)", dockerfile)).replace('"', " ").split()
+    if not set(POSTGRES_DRIVER_PACKAGES.get(driver, (driver,))) & set(installs):
+        return [f"SQLAlchemy connects postgresql:// with {driver}, which the image does not install"]
+    return []
+
+
+def test_the_image_has_the_postgres_driver_sqlalchemy_picks() -> None:
+    text = (INFRA / "docker/Dockerfile").read_text()
+    assert postgres_driver_problems(text) == []
+    assert postgres_driver_problems(text.replace('"psycopg[binary]"', "psycopg2-binary"))
+
+
 def test_dockerfile_check_rejects_an_image_without_ssh_or_with_a_named_user() -> None:
     text = (INFRA / "docker/Dockerfile").read_text()
     no_ssh = text.replace(" openssh-client", "")
