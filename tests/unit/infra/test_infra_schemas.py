@@ -266,8 +266,8 @@ def gke_reserved(cpu_milli: int, memory_mib: float) -> tuple[float, float]:
     GKE node, from "Plan GKE Standard node sizes" (cloud.google.com/kubernetes-engine/docs/
     concepts/plan-node-sizes): CPU 6% of the first core, 1% of the next, 0.5% of the next 2,
     0.25% above 4; memory 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8, 6% of the
-    next 112, 2% above 128. EKS reserves less CPU (the same formula) and similar memory on these
-    sizes (255 MiB + 11 MiB per pod: 234 pods on an m6i.4xlarge = 2.8 GiB)."""
+    next 112, 2% above 128. EKS uses the same CPU formula and reserves less memory (255 MiB +
+    11 MiB per pod: 234 pods on an m6i.4xlarge = 2.8 GiB), so GKE's is the binding one."""
     cpu = 0.0
     for width, rate in ((1000, 0.06), (1000, 0.01), (2000, 0.005), (float("inf"), 0.0025)):
         cpu += min(max(cpu_milli, 0), width) * rate
