@@ -173,7 +173,7 @@ def running(pid: int) -> bool:
 
 
 def stop_head(proc: subprocess.Popen, temp_dir: str) -> None:
-    """SIGTERM to this head's processes by PID, SIGKILL to what is left after 5 s (never `ray stop`,
+    """SIGTERM to this head's processes by PID, SIGKILL to what is left after 2 s (never `ray stop`,
     which stops every Ray on the machine)."""
     pids = head_processes(proc.pid, temp_dir)
     for pid in pids:
@@ -181,7 +181,7 @@ def stop_head(proc: subprocess.Popen, temp_dir: str) -> None:
             os.kill(pid, signal.SIGTERM)
         except OSError:
             pass
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 2
     while time.monotonic() < deadline and (proc.poll() is None or any(running(p) for p in pids if p != proc.pid)):
         time.sleep(0.1)
     for pid in head_processes(proc.pid, temp_dir):
