@@ -220,6 +220,15 @@ def _client(tracking_uri: str | None = None):
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def _raise_if_refused(e: mlflow.exceptions.MlflowException) -> None:
+    """A server that refused the credentials (basic-auth: 401, or 403 for a user without the
+    permission) is said so, with where the credentials come from."""
+    if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        raise RegistryError(
+            f"the MLflow server refused the request (HTTP {e.get_http_status_code()} {e.error_code}): "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)") from None
+
+
 def fail_fast_http() -> None:
     """For interactive commands: no retry and a 20 s timeout per MLflow request, so an unreachable
     tracking server is reported in seconds (MLflow's defaults retry for about 4 minutes); rerunning
@@ -242,6 +251,7 @@ def _mlflow_errors(tracking_uri: str | None, not_found: str) -> Iterator[None]:
     try:
         yield
     except mlflow.exceptions.MlflowException as e:
+        _raise_if_refused(e)
         if _is_not_found(e):
             raise RegistryError(not_found) from None
         where = secrets.redact(tracking_uri or mlflow.get_tracking_uri())
@@ -285,7 +295,10 @@ def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], desc
     client = _client(tracking_uri)
     try:
         client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as e:
+        if not _is_not_found(e):
+            with _mlflow_errors(tracking_uri, ""):
+                raise
         client.create_registered_model(name, description="YOLO9000 detectors (pyfunc: images in, detections out)")
     with _registry_uri(tracking_uri):
         mv = mlflow.register_model(model_uri, name, tags=secrets.redact(dict(tags)))
