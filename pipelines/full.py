@@ -85,8 +85,15 @@ def run(cfg, *, only=(), start=None, dry_run=False, retrain=False, force=()) -> 
     import time
 
     from pipelines import dag, job, storage
+    from pipelines.config import ConfigError
 
     log = logging.getLogger("y9k.full")
+    try:
+        for note in job.adapt_config_to_model(cfg):
+            log.info("config: %s", note)
+    except ConfigError as e:
+        print(f"full.py: config error: {e}", file=sys.stderr)
+        return 2
     sample = job.use_sample_data(cfg)
     if sample:
         job.point_config_at_sample_data(cfg)

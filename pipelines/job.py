@@ -71,6 +71,44 @@ def point_config_at_sample_data(cfg: Any) -> None:
     cfg.data.det_val = storage.join(root, "imagenet_det")
 
 
+def adapt_config_to_model(cfg: Any) -> list[str]:
+    """Settings a YOLOv1 model fixes, applied to ``cfg``; returns what changed, to be logged.
+
+    YOLOv1 (``yolo_core.models.YOLOV1_MODELS``) learns boxes of a flat class list (the evaluated
+    classes) from detection images, at one input size: ``train.mode`` joint becomes detect,
+    multi-scale goes off, and evaluation runs at train.input_size (darknet's resize, no letterbox).
+    """
+    from pipelines.config import ConfigError
+    from yolo_core.models import YOLOV1_MODELS
+
+    if cfg.model.name not in YOLOV1_MODELS:
+        return []
+    t, notes = cfg.train, []
+    if t.mode == "classify":
+        raise ConfigError(f"config key 'train.mode': got 'classify', expected 'detect' or 'joint' for model "
+                          f"{cfg.model.name} (a YOLOv1 detector)")
+    for key, section, value in (("mode", t, "detect"), ("multiscale", t, False), ("input_size", cfg.eval, t.input_size)):
+        if getattr(section, key) != value:
+            name = f"{'train' if section is t else 'eval'}.{key}"
+            notes.append(f"{name}: {getattr(section, key)!r} -> {value!r}")
+            setattr(section, key, value)
+    return [f"{cfg.model.name} is a YOLOv1 model (flat classes, detection images, fixed input): " + ", ".join(notes)] \
+        if notes else []
+
+
+def flat_classes(ctx: "JobContext") -> list[int] | None:
+    """The tree node of each evaluated class: a YOLOv1 model's classes (None for other models)."""
+    from yolo_core.models import YOLOV1_MODELS
+
+    if ctx.cfg.model.name not in YOLOV1_MODELS:
+        return None
+    from pipelines.evaluate.stage import class_subset_of
+    from pipelines.stages.wordtree import load_det_classes
+
+    wnids = [r["wnid"] for r in load_det_classes(ctx.uri("wordtree"), ctx.opts)]
+    return class_subset_of(_tree(ctx), wnids)
+
+
 def _commit_record(ctx: JobContext, stage: str, fingerprint: str, config_hash: str, summary: dict) -> None:
     manifest.commit(ctx.record(stage), manifest.Manifest(
         stage=stage, inputs_fingerprint=fingerprint, config_hash=config_hash, counts=summary), ctx.opts)
@@ -215,7 +253,7 @@ def _train(ctx: JobContext) -> dict:
     # One directory per (data, config): new data or a new config starts a new run, a resubmitted
     # job with the same inputs resumes the same run from its last checkpoint.
     run_dir = ctx.uri("train", "run-" + manifest.stable_hash([_train_fp(ctx), cfg.hash("model", "train")], 10))
-    result = run_train(cfg, shards, _tree(ctx), _anchor_list(ctx), run_dir)
+    result = run_train(cfg, shards, _tree(ctx), _anchor_list(ctx), run_dir, flat_classes=flat_classes(ctx))
     return {"run_id": result.run_id, "step": result.step, "checkpoint_uri": result.checkpoint_uri,
             "out_uri": run_dir}
 
@@ -230,7 +268,7 @@ def trained_model(ctx: JobContext):
 
     rec = _record(ctx, "train")
     tree = Tree.from_wordtree(_tree(ctx))
-    model = build_model(ctx.cfg, tree, _anchor_list(ctx))
+    model = build_model(ctx.cfg, tree, _anchor_list(ctx), flat_classes(ctx))
     with tempfile.TemporaryDirectory() as tmp:
         fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
@@ -251,7 +289,8 @@ def _evaluate(ctx: JobContext) -> dict:
     if not shards:
         raise FileNotFoundError("no imagenet_det-val shards: configure data.det_val")
     out = ctx.uri("eval", train["out_uri"].rsplit("/", 1)[-1])
-    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _tree(ctx), classes, out, split=split,
+    flat = flat_classes(ctx) is not None  # a YOLOv1 model's classes are `classes`, in order: no tree
+    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, None if flat else _tree(ctx), classes, out, split=split,
                           run_id=train["run_id"], train_run_id=train["run_id"])
     keep = ("map50_all", "map50_seen", "map50_unseen", "num_images")
     return {**{k: round(float(result.metrics[k]), 5) for k in keep if k in result.metrics}, "out_uri": out}
@@ -269,6 +308,11 @@ def _register(ctx: JobContext) -> dict:
     metrics = {k: v for k, v in evaluation.items() if k.startswith("map50")}
     wt = _tree(ctx)
     wnids, names, parents = tree_lists(wt)
+    if flat_classes(ctx) is not None:  # YOLOv1: the evaluated classes, flat
+        from pipelines.stages.wordtree import load_det_classes
+
+        rows = load_det_classes(ctx.uri("wordtree"), ctx.opts)
+        wnids, names, parents = [r["wnid"] for r in rows], [r["name"] for r in rows], None
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=train["run_id"]):
         info = registry.log_pyfunc(trained_model(ctx), wnids=wnids, names=names, parents=parents,

@@ -42,6 +42,8 @@ COCO_ANCHORS = (0.57273, 0.677385, 1.87446, 2.06253, 3.33843, 5.47434, 7.88282, 
 YOLO9000_ANCHORS = (0.77871, 1.14074, 3.00525, 4.31277, 9.22725, 9.61974)
 
 _REGISTRY: dict[str, Callable[..., DarknetNet]] = {}
+# YOLOv1 networks: a [detection] head on a flat class list and a fixed input size.
+YOLOV1_MODELS = ("yolov1", "yolov1_darknet", "fast_yolo")
 
 
 def register_model(fn: Callable[..., DarknetNet]) -> Callable[..., DarknetNet]:

@@ -1,7 +1,8 @@
 """Batch inference: a Detector for single processes and a Ray Data actor pool over shards.
 
 One code path turns images into detections everywhere (the evaluation stage, the pyfunc model,
-``y9k predict``): letterbox to the network size (darknet HEAD), forward, region decode with
+``y9k predict``; YOLOv1 models take darknet's v1 path instead, see ``Detector._detect_v1``):
+letterbox to the network size (darknet HEAD), forward, region decode with
 ``yolo_core.postprocess.detect`` (score = objectness x absolute P(class node) when a
 ``class_subset`` such as the 200 DET classes is given; darknet's top-down tree decode with
 ``hier_thresh`` otherwise), per-class NMS, and boxes mapped back to the original image.
@@ -82,6 +83,8 @@ class Detector:
 
         if not images:
             return []
+        if getattr(self.model, "detection", None) is not None:
+            return self._detect_v1(images)
         tensors, infos = zip(*(letterbox(img, self.input_size) for img in images))
         x = torch.stack(tensors).to(self.device)
         raw = self.model(x)
@@ -92,6 +95,23 @@ class Detector:
             px = unletterbox_boxes(d.boxes.cpu(), info)  # pixels of the original image
             out.append(ImageDetections(px.numpy().astype(np.float64),
                                        d.scores.float().cpu().numpy().astype(np.float64),
+                                       d.classes.cpu().numpy().astype(np.int64)))
+        return out
+
+
+    def _detect_v1(self, images: Sequence[Any]) -> list[ImageDetections]:
+        """YOLOv1 (darknet's `yolo test`): plain resize to the network's fixed input, its detection
+        decode (confidence x P(class)) and NMS; box fractions are fractions of each image."""
+        from yolo_core.detection import detect
+        from yolo_core.transforms import resize
+
+        net = self.model.net
+        x = torch.stack([resize(img, (net.width, net.height)) for img in images]).to(self.device)
+        dets = detect(self.model(x), self.model.detection.spec, thresh=self.thresh, nms=self.nms)
+        out = []
+        for img, d in zip(images, dets):
+            px = d.boxes.cpu().double() * torch.tensor([img.width, img.height] * 2, dtype=torch.float64)
+            out.append(ImageDetections(px.numpy(), d.scores.float().cpu().numpy().astype(np.float64),
                                        d.classes.cpu().numpy().astype(np.int64)))
         return out
 
