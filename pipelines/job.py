@@ -96,7 +96,7 @@ def adapt_config_to_model(cfg: Any) -> list[str]:
         if notes else []
 
 
-def flat_classes(ctx: "JobContext") -> list[int] | None:
+def flat_classes(ctx: JobContext) -> list[int] | None:
     """The tree node of each evaluated class: a YOLOv1 model's classes (None for other models)."""
     from yolo_core.models import YOLOV1_MODELS
 

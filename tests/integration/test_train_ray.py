@@ -230,7 +230,6 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
 
 def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path):
     """YOLOv1 through Ray Train: detection images only, darknet's detection loss, flat classes."""
-    import torch
 
     from pipelines.evaluate.inference import Detector
     from pipelines.job import adapt_config_to_model
