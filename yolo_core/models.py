@@ -15,6 +15,7 @@ a given network, but one network takes one size only.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -47,7 +48,14 @@ YOLOV1_MODELS = ("yolov1", "yolov1_darknet", "fast_yolo")
 
 
 def register_model(fn: Callable[..., DarknetNet]) -> Callable[..., DarknetNet]:
-    _REGISTRY[fn.__name__] = fn
+    """Register a model builder under its function name; a second one of that name replaces the
+    first with a warning (as timm's registry does), so a clash never passes unnoticed."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        old = _REGISTRY[name]
+        warnings.warn(f"model {name!r} registered again: {fn.__module__}.{fn.__qualname__} replaces "
+                      f"{old.__module__}.{old.__qualname__}", stacklevel=2)
+    _REGISTRY[name] = fn
     return fn
 
 

@@ -1,5 +1,6 @@
-"""The whole pipeline as users run it: full.py on a local Ray, and `ray job submit` to a real
-`ray start --head` cluster logging into a real `mlflow server`; then scheduled retraining.
+"""The whole pipeline as users run it: `ray job submit ... python pipelines/full.py` to a real
+`ray start --head` cluster logging into a real `mlflow server`, then the stage commands, `y9k run`
+and scheduled retraining on the same outputs; and `full.py` with every stage on S3 (moto).
 
 Everything runs at a tiny scale (a handful of generated images, a few training steps at 64 px)
 so that the stages' wiring, caching and registry behaviour are what is tested, not accuracy.
@@ -7,8 +8,11 @@ so that the stages' wiring, caching and registry behaviour are what is tested, n
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,9 +37,12 @@ TINY = [
 ]
 
 
-def _args(root: Path, tracking_uri: str, *extra: str) -> list[str]:
-    sets = [*TINY, f"storage.root={root}", f"mlflow.tracking_uri={tracking_uri}", *extra]
-    return [a for s in sets for a in ("--set", s)]
+def _sets(root: Path | str, *extra: str) -> list[str]:
+    return [a for s in [*TINY, f"storage.root={root}", *extra] for a in ("--set", s)]
+
+
+def _args(root: Path | str, tracking_uri: str, *extra: str) -> list[str]:
+    return _sets(root, f"mlflow.tracking_uri={tracking_uri}", *extra)
 
 
 def _full(args: list[str], env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -67,66 +74,8 @@ def _client(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-@pytest.mark.slow
-def test_local_run_cache_dry_run_and_retrain(tmp_path):
-    root = tmp_path / "root"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    res = _full(_args(root, uri))
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert set(_statuses(res.stdout).values()) == {"ran"}, res.stdout
-    assert f"registered model: {MODEL} version 1 (now champion: no champion yet)" in res.stdout
-    assert "mlflow ui --backend-store-uri" in res.stdout
-    client = _client(uri)
-    v1 = client.get_model_version_by_alias(MODEL, "champion")
-    assert str(v1.version) == "1" and str(client.get_model_version_by_alias(MODEL, "candidate").version) == "1"
-    for tag in ("tree_hash", "git_commit", "data.ingest.fingerprint", "metric.map50_all", "train_run_id"):
-        assert v1.tags.get(tag), tag
-    for path in ("wordtree/tree.parquet", "wordtree/det_classes.tsv", "anchors/anchors.json", "anchors/curve.png"):
-        assert (root / path).exists(), path
-
-    # Same inputs and config: every stage is cached, nothing new is registered.
-    again = _full(_args(root, uri))
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert set(_statuses(again.stdout).values()) == {"cached"}, again.stdout
-    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
-
-    # The plan of a changed config: training and everything after it would run again.
-    plan = _full(_args(root, uri, "train.lr=0.002") + ["--dry-run"])
-    assert plan.returncode == 0
-    st = _statuses(plan.stdout)
-    assert st["ingest"] == "would-skip" and st["train"] == "would-run", plan.stdout
-
-    # Scheduled retrain with no new data: nothing is trained, and it says why.
-    same = _full(_args(root, uri) + ["--retrain"])
-    assert same.returncode == 0, same.stderr[-3000:]
-    assert _statuses(same.stdout)["train"] == "skipped" and "no new data since champion version 1" in same.stdout
-
-    # New classification images arrive: the retrain warm-starts from the champion and registers v2.
-    extra = tmp_path / "extra"
-    from pipelines.sample_data import generate
-
-    generate(str(extra), seed=7, scale="tiny")
-    added = 0
-    for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
-        dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
-        shutil.copy(src, dst)
-        added += 1
-    assert added > 0
-    grown = _full(_args(root, uri) + ["--retrain"])
-    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
-    st = _statuses(grown.stdout)
-    assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown.stdout
-    assert "warm start from models:/" in grown.stderr
-    v2 = client.get_model_version(MODEL, "2")
-    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
-    champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
-    better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
-    assert champ == ("2" if better else "1")
-    assert ("now champion" if better else "champion unchanged") in grown.stdout
-
-
-@pytest.fixture
-def ray_head(tmp_path):
+@contextlib.contextmanager
+def ray_head(tmp_path: Path):
     """A real `ray start --head` on non-default ports, stopped through its own --block process."""
     port, dash = free_port(), free_port()
     env = _env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
@@ -165,37 +114,118 @@ def ray_head(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_job_submit_registers_a_model(tmp_path, ray_head, mlflow_server):
-    address, env, ray_temp = ray_head
+def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, monkeypatch, capsys, caplog):
+    """One pipeline run shared by every check of it: `ray job submit ... python pipelines/full.py`
+    to a real `ray start --head` logging into a real `mlflow server`; then on the same root the
+    stage commands pick what the job picked, `y9k run` finds everything cached, the plan of a
+    changed config, and scheduled retraining without and with new data."""
     root = tmp_path / "root"
-    job_env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
-    ray_bin = Path(sys.executable).with_name("ray")
-    sets = [a for s in [*TINY, f"storage.root={root}", "mlflow.registered_model=y9k-job"]
-            for a in ("--set", s)]
-    cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(REPO),
-           "--runtime-env-json", json.dumps({
-               "env_vars": {"MLFLOW_TRACKING_URI": mlflow_server, "Y9K_NLTK_DATA": str(REPO / "nltk_data")},
-               "excludes": [".venv", "nltk_data", "y9k-data", "mlruns", "mlflow.db"]}),
-           "--", "python", "pipelines/full.py", "--config", "pipelines/configs/demo.yaml", *sets]
-    # The dashboard answers before its job agent is up; that refusal creates no job, so retry it.
-    deadline = time.monotonic() + 180
-    while True:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=job_env, cwd=REPO)
-        out = res.stdout + res.stderr
-        if "No available agent to submit job" not in out or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    agent_logs = "".join(p.read_text(errors="replace")[-3000:]
-                         for p in ray_temp.glob("session_latest/logs/dashboard_agent*.log"))
-    assert res.returncode == 0, out[-3000:] + "\n--- dashboard agent log ---\n" + agent_logs
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    with ray_head(tmp_path) as (address, head_env, ray_temp):
+        ray_bin = Path(sys.executable).with_name("ray")
+        cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(REPO),
+               "--runtime-env-json", json.dumps({
+                   "env_vars": {"MLFLOW_TRACKING_URI": mlflow_server, "Y9K_NLTK_DATA": str(REPO / "nltk_data")},
+                   "excludes": [".venv", "nltk_data", "y9k-data", "mlruns", "mlflow.db"]}),
+               "--", "python", "pipelines/full.py", "--config", "pipelines/configs/demo.yaml", *_sets(root)]
+        # The dashboard answers before its job agent is up; that refusal creates no job, so retry it.
+        deadline = time.monotonic() + 180
+        while True:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200,
+                                 env={**head_env, "MLFLOW_TRACKING_URI": mlflow_server}, cwd=REPO)
+            out = res.stdout + res.stderr
+            if "No available agent to submit job" not in out or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        agent_logs = "".join(p.read_text(errors="replace")[-3000:]
+                             for p in ray_temp.glob("session_latest/logs/dashboard_agent*.log"))
+        assert res.returncode == 0, out[-3000:] + "\n--- dashboard agent log ---\n" + agent_logs
+        from ray.job_submission import JobStatus, JobSubmissionClient
 
-    jobs = JobSubmissionClient(address).list_jobs()
-    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED], out[-4000:]
-    assert "registered model: y9k-job version 1" in out
+        jobs = JobSubmissionClient(address).list_jobs()
+        assert [j.status for j in jobs] == [JobStatus.SUCCEEDED], out[-4000:]
+    assert set(_statuses(res.stdout).values()) == {"ran"}, res.stdout
+    assert f"registered model: {MODEL} version 1 (now champion: no champion yet)" in out
+    assert f"open {mlflow_server}" in out
     client = _client(mlflow_server)
-    version = client.get_model_version_by_alias("y9k-job", "champion")
-    assert str(version.version) == "1" and version.tags["metric.map50_all"]
+    v1 = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(v1.version) == "1" and str(client.get_model_version_by_alias(MODEL, "candidate").version) == "1"
+    for tag in ("tree_hash", "git_commit", "data.ingest.fingerprint", "metric.map50_all", "train_run_id"):
+        assert v1.tags.get(tag), tag
+    for path in ("wordtree/tree.parquet", "wordtree/det_classes.tsv", "anchors/anchors.json", "anchors/curve.png"):
+        assert (root / path).exists(), path
+
+    # The rest runs in this process on one local Ray (each command in a new process would start
+    # Ray and import torch and MLflow again), as `y9k` runs them: the stage commands on the same
+    # root and config pick the job's directories (pipelines.layout): ingest finds every source up
+    # to date, anchors the same shards (the training splits, never evaluation data), and training
+    # the same splits as the job's training stage.
+    import ray
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if ray.is_initialized():  # another test's instance: the commands start their own, sized for training
+        ray.shutdown()
+    caplog.set_level(logging.INFO)
+    try:
+        capsys.readouterr()
+        assert main(["ingest", *_sets(root)]) == 0
+        assert "4 sources (4 up to date)" in caplog.text, caplog.text[-3000:]
+        assert main(["anchors", *_sets(root)]) == 0
+        assert "(up to date, skipped)" in capsys.readouterr().out
+        saved = json.loads((root / "anchors" / "anchors.json").read_text())
+        assert saved["shards"] == [str(root / "shards/coco-train")]
+        job_train = re.search(r"train: \w+ mode on .*", out)
+        assert job_train, out[-3000:]
+        caplog.clear()
+        assert main(["train", *_sets(root), "--stop-after", "1"]) == 0
+        assert re.search(r"train: \w+ mode on .*", caplog.text).group(0) == job_train.group(0)
+        assert "imagenet_det-val" not in job_train.group(0) and "coco-val" not in job_train.group(0)
+
+        # Same inputs and config: every stage is cached, nothing new is registered.
+        capsys.readouterr()
+        assert main(["run", *_sets(root)]) == 0
+        again = capsys.readouterr().out
+        assert set(_statuses(again).values()) == {"cached"}, again
+        assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+
+        # The plan of a changed config: training and everything after it would run again.
+        assert main(["run", *_sets(root, "train.lr=0.002"), "--dry-run"]) == 0
+        st = _statuses(capsys.readouterr().out)
+        assert st["ingest"] == "would-skip" and st["train"] == "would-run", st
+
+        # Scheduled retrain with no new data: nothing is trained, and it says why.
+        assert main(["run", *_sets(root), "--retrain"]) == 0
+        same = capsys.readouterr().out
+        assert _statuses(same)["train"] == "skipped" and "no new data since champion version 1" in same
+
+        # New classification images arrive: the retrain warm-starts from the champion and registers v2.
+        extra = tmp_path / "extra"
+        from pipelines.sample_data import generate
+
+        generate(str(extra), seed=7, scale="tiny")
+        added = 0
+        for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
+            dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
+            shutil.copy(src, dst)
+            added += 1
+        assert added > 0
+        caplog.clear()
+        assert main(["run", *_sets(root), "--retrain"]) == 0
+        grown = capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    st = _statuses(grown)
+    assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown
+    assert "warm start from models:/" in caplog.text
+    v2 = client.get_model_version(MODEL, "2")
+    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
+    champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
+    assert champ == ("2" if better else "1")
+    assert ("now champion" if better else "champion unchanged") in grown
 
 
 @pytest.mark.slow
@@ -220,6 +250,7 @@ def test_pipeline_with_all_data_on_s3(tmp_path):
         res = _full(_args("s3://pipeline/e2e", uri, "mlflow.registered_model=y9k-s3"), env=env)
         out = res.stdout + res.stderr
         assert res.returncode == 0, out[-4000:]
+        assert "mlflow ui --backend-store-uri" in res.stdout  # a sqlite store: how to browse it
         assert secret not in out and "AKIATESTKEY" not in out
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="pipeline")
                 for o in page.get("Contents", [])]

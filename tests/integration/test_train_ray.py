@@ -17,23 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipelines.config import load_config
+from pipelines.shards import SHARD_SCHEMA, write_committed
 from pipelines.train.optim import learning_rate
 
 pytestmark = pytest.mark.slow
 
-# The shard contract (see the ingest stage).
-SHARD_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("kind", pa.string()),
-    ("source_uri", pa.string()), ("image", pa.binary()),
-    ("orig_width", pa.int32()), ("orig_height", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_nodes", pa.list_(pa.int32())),
-    ("box_labels", pa.list_(pa.string())), ("image_node", pa.int32()), ("image_label", pa.string()),
-])
 # A 6-node tree: root 0 with children 1..5; 1 and 2 have boxes, 3..5 image labels only.
 PARENTS = [-1, 0, 0, 0, 0, 0]
 COLORS = {1: (220, 40, 40), 2: (40, 40, 220), 3: (40, 200, 40), 4: (230, 200, 30), 5: (200, 40, 200)}
@@ -87,11 +79,9 @@ def write_shards(root: Path, n_det: int = 16, n_cls: int = 16, size: int = 64, s
                 "box_labels": [str(n) for n, _ in boxes] if kind == "detection" else [],
                 "image_node": node, "image_label": label,
             })
-        d = root / "shards" / f"synth-{kind}"
-        d.mkdir(parents=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), d / "part-00000.parquet")
-        (d / "manifest.json").write_text("{}")  # not a parquet file: must be ignored by the reader
-        out.append(str(d))
+        d = str(root / "shards" / f"synth-{kind}")
+        write_committed(d, [pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)])
+        out.append(d)
     return out
 
 
@@ -231,7 +221,7 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
 def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path):
     """YOLOv1 through Ray Train: detection images only, darknet's detection loss, flat classes."""
 
-    from pipelines.evaluate.inference import Detector
+    from pipelines.inference import Detector
     from pipelines.job import adapt_config_to_model
     from pipelines.train.checkpoint import read_checkpoint
     from pipelines.train.loop import build_model

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pipelines.config import ConfigError, load_config
-from pipelines.evaluate.inference import Detector
+from pipelines.inference import Detector
 from pipelines.job import adapt_config_to_model
 from pipelines.train.loop import build_model, flat_label_map
 from yolo_core.detection import detect
