@@ -77,7 +77,9 @@ class Detector:
     def __init__(self, model: torch.nn.Module, tree: Any = None, input_size: int = 416, thresh: float = 0.24,
                  hier_thresh: float = 0.5, nms: float = 0.45, class_subset: Sequence[int] | None = None,
                  device: str | torch.device | None = None) -> None:
-        if input_size % 32:
+        if getattr(model, "detection", None) is not None:
+            input_size = model.net.width  # YOLOv1: the network fixes its input (resized to, not letterboxed)
+        elif input_size % 32:
             raise InferenceError(f"input size {input_size} is not a multiple of 32")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()

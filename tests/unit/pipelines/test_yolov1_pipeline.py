@@ -57,3 +57,34 @@ def test_detector_takes_darknets_v1_path():
     # box fractions of the resized input are fractions of the original image (no letterbox)
     assert torch.allclose(torch.from_numpy(got.boxes).float(), ref.boxes * torch.tensor([120., 80., 120., 80.]),
                           atol=1e-4)
+
+
+def test_predict_with_darknet_v1_files_gives_darknets_detections(tmp_path, capsys):
+    """`y9k predict --cfg --weights --names` on a YOLOv1 cfg: the detections darknet's `yolo test`
+    path printed for the same cfg, weights and image (recorded, see darknet_v1_reference.py)."""
+    import json
+
+    from pipelines.cli import main
+    from tests.conftest import shared_path
+    from tests.unit.yolo_core.darknet_v1_reference import DATA, seeded_model
+    from yolo_core.weights import save_weights
+
+    save_weights(seeded_model(DATA / "mini-v1.cfg"), tmp_path / "mini.weights")
+    dog, names = shared_path("darknet", "dog.jpg"), shared_path("darknet", "voc.names")
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", "--cfg", str(DATA / "mini-v1.cfg"), "--weights", str(tmp_path / "mini.weights"),
+                 "--names", str(names), "--images", str(dog), "--out", str(out)]) == 0
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    w, h = rec["width"], rec["height"]
+    voc = names.read_text().splitlines()
+    ours = sorted((d["name"], d["score"], *d["box"]) for d in rec["detections"])
+    ref = json.loads((DATA / "reference.json").read_text())["mini-v1.cfg"]["dog"]["detections"]
+    theirs = sorted((voc[c], p, (x - bw / 2) * w, (y - bh / 2) * h, (x + bw / 2) * w, (y + bh / 2) * h)
+                    for c, p, x, y, bw, bh in ref)
+    assert [o[0] for o in ours] == [t[0] for t in theirs] and len(ours) > 0
+    for o, t in zip(ours, theirs):
+        assert o[1] == pytest.approx(t[1], abs=5e-3)  # stb_image vs libjpeg decoding of dog.jpg
+        assert o[2:] == pytest.approx(t[2:], abs=5e-3 * max(w, h))
+    assert main(["predict", "--cfg", str(DATA / "mini-v1.cfg"), "--weights", str(tmp_path / "mini.weights"),
+                 "--images", str(dog), "--input-size", "64"]) == 1
+    assert "YOLOv1 network, its input is fixed at 48x48" in capsys.readouterr().err
