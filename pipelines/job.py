@@ -88,17 +88,23 @@ def adapt_config_to_model(cfg: Any) -> list[str]:
         if notes else []
 
 
-def flat_classes(ctx: JobContext) -> list[int] | None:
-    """The tree node of each evaluated class: a YOLOv1 model's classes (None for other models)."""
+def flat_classes_of(cfg: Any, tree: WordTree, det_classes_uri: str) -> list[int] | None:
+    """The tree node of each evaluated class (the table at ``det_classes_uri``): a YOLOv1 model's
+    classes, in order (None for other models)."""
     from yolo_core.models import YOLOV1_MODELS
 
-    if ctx.cfg.model.name not in YOLOV1_MODELS:
+    if cfg.model.name not in YOLOV1_MODELS:
         return None
     from pipelines.evaluate.stage import class_subset_of
     from pipelines.stages.wordtree import load_det_classes
+    from yolo_core.tree import Tree
 
-    wnids = [r["wnid"] for r in load_det_classes(ctx.layout.wordtree, ctx.opts)]
-    return class_subset_of(_core_tree(ctx), wnids)
+    wnids = [r["wnid"] for r in load_det_classes(det_classes_uri, cfg.storage.options)]
+    return class_subset_of(Tree.from_wordtree(tree), wnids)
+
+
+def flat_classes(ctx: JobContext) -> list[int] | None:
+    return flat_classes_of(ctx.cfg, _tree(ctx), ctx.layout.wordtree)
 
 
 def _commit_record(ctx: JobContext, stage: str, fingerprint: str, config_hash: str, summary: dict) -> None:

@@ -5,6 +5,7 @@ against transcriptions of its C code."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -254,14 +255,31 @@ def _round_trip(model: DarknetNet, header: WeightsHeader | None = None) -> None:
         fs.rm("memory://y9k-test", recursive=True)
 
 
-@pytest.mark.parametrize("cfg", ["yolov1-tiny.cfg", "yolov1.cfg"])
+# yolov1.cfg's file is 789 MB: its round trip takes 7-27 s here, so it runs on request only.
+LARGE = pytest.mark.skipif(not os.environ.get("Y9K_LARGE_TESTS"),
+                           reason="789 MB round trip; set Y9K_LARGE_TESTS=1 to run it")
+
+
+@pytest.mark.parametrize("cfg", ["yolov1-tiny.cfg", pytest.param("yolov1.cfg", marks=LARGE)])
 def test_weights_round_trip_is_byte_identical(cfg: str) -> None:
     with torch.device("meta"):
         model = model_from_cfg(shared_path("darknet", "cfg", cfg))
     model = model.to_empty(device="cpu")  # no initialisation: every value comes from the file
-    # The size of the file darknet's own save_weights writes for this cfg (header 20 bytes + floats).
-    assert 20 + 4 * darknet_num_params(model) == {"yolov1-tiny.cfg": 108_399_820, "yolov1.cfg": 789_312_992}[cfg]
     _round_trip(model)
+
+
+@pytest.mark.parametrize("cfg,size", [("yolov1-tiny.cfg", 108_399_820), ("yolov1.cfg", 789_312_992)])
+def test_weights_file_size_is_what_darknet_writes(cfg: str, size: int) -> None:
+    # The size of the file darknet's own save_weights writes for the cfg (20-byte header + floats);
+    # the mini cfg's round trip and darknet-read outputs cover the same layer types at a small size.
+    with torch.device("meta"):
+        model = model_from_cfg(shared_path("darknet", "cfg", cfg))
+    assert 20 + 4 * darknet_num_params(model) == size
+
+
+def test_mini_cfg_round_trip_is_byte_identical() -> None:
+    _round_trip(model_from_cfg(DATA / "mini-v1.cfg"))
+    _round_trip(model_from_cfg(DATA / "mini-v1.cfg"), WeightsHeader(major=0, minor=1001, seen=7))  # transposed
 
 
 def test_connected_batch_norm_follows_weights_and_transposed_files(tmp_path: Path) -> None:
