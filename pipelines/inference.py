@@ -111,7 +111,6 @@ class Detector:
                                        d.classes.cpu().numpy().astype(np.int64)))
         return out
 
-
     def _detect_v1(self, images: Sequence[Any]) -> list[ImageDetections]:
         """YOLOv1 (darknet's `yolo test`): plain resize to the network's fixed input, its detection
         decode (confidence x P(class)) and NMS; box fractions are fractions of each image."""
