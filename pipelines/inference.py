@@ -14,7 +14,6 @@ per image: ``image_id``, ``boxes`` (x1, y1, x2, y2 in pixels of the *original* i
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,14 +59,18 @@ class ImageDetections:
 
 def open_image(data: bytes, source: str):
     """Decode image bytes to RGB, or an error naming the image."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from pipelines.images import TooManyPixels, open_checked, to_rgb
 
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_checked(data)
         img.load()
-    except (UnidentifiedImageError, OSError) as e:
+    except TooManyPixels as e:
+        raise InferenceError(f"{source}: image too large ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InferenceError(f"{source}: not a readable image ({e})") from None
-    return img.convert("RGB")
+    return to_rgb(img)
 
 
 class Detector:

@@ -161,6 +161,10 @@ def _darknet_detector(args: argparse.Namespace) -> tuple[Any, list[str], list[st
 
     if not args.weights:
         raise PredictError("--cfg needs --weights (a darknet .weights file)")
+    for opt in ("cfg", "weights", "tree", "names"):
+        path = getattr(args, opt)
+        if path and not Path(path).is_file():
+            raise PredictError(f"--{opt} {path}: no such file")
     model = model_from_cfg(args.cfg)
     if not model.is_detector:
         raise PredictError(f"{args.cfg}: not a detector (no [region] layer)")
@@ -201,8 +205,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipelines.inference import open_image
 
     if args.model:
-        from pipelines.registry import load_pyfunc
+        from pipelines.registry import fail_fast_http, load_pyfunc
 
+        fail_fast_http()
         pf = load_pyfunc(args.model)
         det, wnids, names, labels = pf.detector, pf.wnids, pf.names, pf.labels
         for opt in ("thresh", "hier_thresh", "nms"):
@@ -246,6 +251,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     from pipelines import registry
 
     cfg = load_cli_config(args)
+    registry.fail_fast_http()
     uri = cfg.mlflow.resolved_tracking_uri()
     name = args.name or cfg.mlflow.registered_model
     metric = cfg.mlflow.promote_metric

@@ -38,6 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.errors import PipelineError
     from pipelines.layout import TRAIN_ROLES, Layout, split_names
+    from pipelines.shards import shard_files
     from pipelines.stages import ensure_ray
     from pipelines.train.stage import run_train
 
@@ -49,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         wanted = ", ".join(split_names(*TRAIN_ROLES[cfg.train.mode]))
         raise PipelineError(f"train: no committed {cfg.train.mode} training shards ({wanted}) under "
                             f"{storage.redact_uri(layout.shards)}; run `y9k ingest` first or pass --shards")
+    shard_files(shards, opts)  # an interrupted ingest is refused here, before Ray starts
     tree = load_tree(cfg, args.tree)
     anchors_uri = args.anchors or layout.anchors_json
     anchors = None
