@@ -1,11 +1,12 @@
 """Batch inference: a Detector for single processes and a Ray Data actor pool over shards.
 
 One code path turns images into detections everywhere (the evaluation stage, the pyfunc model,
-``y9k predict``): JPEGs decoded at a reduced DCT scale where the letterbox shrinks them anyway
-(Pillow's ``draft``), letterbox to the network size (darknet HEAD), forward through the fast
-form of the network (``yolo_core.inference.make_runner``: torch with batch norm folded and
-channels_last, in bf16 where the hardware computes bf16 natively; else ONNX Runtime on CPU when
-installed; else that torch form in fp32; the choice is logged), region decode with
+``y9k predict``; YOLOv1 models take darknet's v1 path instead, see ``Detector._detect_v1``):
+JPEGs decoded at a reduced DCT scale where the letterbox shrinks them anyway (Pillow's
+``draft``), letterbox to the network size (darknet HEAD), forward through the fast form of the
+network (``yolo_core.inference.make_runner``: torch with batch norm folded and channels_last,
+in bf16 where the hardware computes bf16 natively; else ONNX Runtime on CPU when installed;
+else that torch form in fp32; the choice is logged), region decode with
 ``yolo_core.postprocess.detect`` (score = objectness x absolute P(class node) when a
 ``class_subset`` such as the 200 DET classes is given; darknet's top-down tree decode with
 ``hier_thresh`` otherwise), per-class NMS, and boxes mapped back to the original image.
@@ -18,7 +19,6 @@ per image: ``image_id``, ``boxes`` (x1, y1, x2, y2 in pixels of the *original* i
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -76,10 +76,12 @@ def open_image(data: bytes, source: str, network_size: int | None = None):
     the letterboxed size; ``img.info[ORIGINAL_SIZE]`` keeps the full size, and the Detector
     reports boxes in pixels of it (see :func:`original_size`).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from pipelines.images import TooManyPixels, open_checked, to_rgb
 
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_checked(data)
         if network_size and img.format == "JPEG":
             w, h = img.size
             # The letterbox's own integer sizes (yolo_core.transforms.letterbox): draft never goes below them.
@@ -89,9 +91,11 @@ def open_image(data: bytes, source: str, network_size: int | None = None):
                 img.draft("RGB", target)
                 img.info[ORIGINAL_SIZE] = (w, h)
         img.load()
-    except (UnidentifiedImageError, OSError) as e:
+    except TooManyPixels as e:
+        raise InferenceError(f"{source}: image too large ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InferenceError(f"{source}: not a readable image ({e})") from None
-    return img.convert("RGB")
+    return to_rgb(img)
 
 
 def original_size(img: Any) -> tuple[int, int]:
@@ -112,7 +116,9 @@ class Detector:
                  hier_thresh: float = 0.5, nms: float = 0.45, class_subset: Sequence[int] | None = None,
                  device: str | torch.device | None = None, compound: bool = False, backend: str = "auto",
                  precision: str = "auto", onnx_model: Any = None) -> None:
-        if input_size % 32:
+        if getattr(model, "detection", None) is not None:
+            input_size = model.net.width  # YOLOv1: the network fixes its input (resized to, not letterboxed)
+        elif input_size % 32:
             raise InferenceError(f"input size {input_size} is not a multiple of 32")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
@@ -128,8 +134,18 @@ class Detector:
         """Run the network through ``backend`` from now on (logged)."""
         from yolo_core.inference import make_runner
 
+        if getattr(self.model, "detection", None) is not None:  # YOLOv1: darknet's v1 path, eager
+            self.runner = None
+            log.info("detector: YOLOv1, the eager model on %s", self.device)
+            return
         self.runner = make_runner(self.model, self.device, backend, precision, self.input_size, onnx_model)
         log.info("detector: %s on %s", self.runner.describe(), self.device)
+
+    @property
+    def decode_size(self) -> int | None:
+        """The size to decode JPEGs toward (``open_image``'s ``network_size``): the letterbox's, or
+        None for YOLOv1, whose plain resize changes the aspect ratio."""
+        return None if getattr(self.model, "detection", None) is not None else self.input_size
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[Any]) -> list[ImageDetections]:
@@ -138,6 +154,8 @@ class Detector:
 
         if not images:
             return []
+        if getattr(self.model, "detection", None) is not None:
+            return self._detect_v1(images)
         tensors, infos = zip(*(letterbox(img, self.input_size) for img in images))
         x = torch.stack(tensors).to(self.device)
         raw = self.runner(x)
@@ -155,6 +173,22 @@ class Detector:
                                        d.classes.cpu().numpy().astype(np.int64)))
         return out
 
+    def _detect_v1(self, images: Sequence[Any]) -> list[ImageDetections]:
+        """YOLOv1 (darknet's `yolo test`): plain resize to the network's fixed input, its detection
+        decode (confidence x P(class)) and NMS; box fractions are fractions of each image."""
+        from yolo_core.detection import detect
+        from yolo_core.transforms import resize
+
+        net = self.model.net
+        x = torch.stack([resize(img, (net.width, net.height)) for img in images]).to(self.device)
+        dets = detect(self.model(x), self.model.detection.spec, thresh=self.thresh, nms=self.nms)
+        out = []
+        for img, d in zip(images, dets):
+            px = d.boxes.cpu().double() * torch.tensor([img.width, img.height] * 2, dtype=torch.float64)
+            out.append(ImageDetections(px.numpy(), d.scores.float().cpu().numpy().astype(np.float64),
+                                       d.classes.cpu().numpy().astype(np.int64)))
+        return out
+
 
 class _ShardPredictor:
     """Ray Data actor: one Detector per actor, fed shard batches (pyarrow tables)."""
@@ -168,7 +202,7 @@ class _ShardPredictor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("image_id").to_pylist()
-        size = self.detector.input_size
+        size = self.detector.decode_size
         images = [open_image(b, f"shard row image_id={i!r}, field 'image'", size)
                   for i, b in zip(ids, batch.column("image").to_pylist())]
         dets = self.detector(images)

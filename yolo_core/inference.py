@@ -57,6 +57,16 @@ def fold_batchnorm(block: ConvBlock) -> None:
     block.conv, block.bn = folded, None
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Every 4-d parameter and buffer in channels_last, in place (``Module.to(memory_format=...)``
+    refuses models with other ranks, e.g. YOLOv1's locally connected weights)."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def inference_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     """A copy of ``model`` for prediction: batch norm folded, channels_last, in-place activations, eval, no grads.
 
@@ -69,7 +79,7 @@ def inference_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
             module.inplace = True
     m.requires_grad_(False)
     if channels_last:
-        m = m.to(memory_format=torch.channels_last)
+        m = to_channels_last(m)
     m.inference_form = True
     return m
 
