@@ -76,7 +76,8 @@ def write_bundle(out_dir: str | Path, model: Any, *, wnids: Sequence[str], names
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, files["weights"])
     files["tree"].write_text(json.dumps({"wnids": list(wnids), "names": list(names),
                                          "parents": None if parents is None else [int(p) for p in parents]}))
-    files["anchors"].write_text(json.dumps(model.anchors.cpu().tolist()))
+    anchors = model.anchors  # None for YOLOv1 (no anchors)
+    files["anchors"].write_text(json.dumps(anchors.cpu().tolist() if anchors is not None else None))
     files["config"].write_text(config_yaml)
     files["settings"].write_text(json.dumps({"input_size": input_size, "thresh": thresh,
                                              "hier_thresh": hier_thresh, "nms": nms}))

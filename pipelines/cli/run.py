@@ -46,6 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_cli_config(args)
     log = logging.getLogger("y9k.full")
+    for note in job.adapt_config_to_model(cfg):  # a ConfigError here exits 2 like any config error
+        log.info("config: %s", note)
     sample = uses_sample_data(cfg)
     if sample:
         point_config_at_sample_data(cfg)
