@@ -7,7 +7,7 @@ an override is loaded, so ``train.batch_size: "big"`` fails with a message namin
 value and what is allowed, before any work starts. Ranges are checked in ``__post_init__``.
 Numbers must be finite (NaN and infinity are refused for every key). Secrets (keys inside
 ``storage.options``, credentials in any URI) are redacted by :meth:`Config.to_safe_dict`
-(:func:`pipelines.secrets.redact`), which is what logs, ``config show`` and MLflow params receive.
+(:func:`pipelines.redaction.redact`), which is what logs, ``config show`` and MLflow params receive.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from pipelines import secrets
+from pipelines import redaction as secrets
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

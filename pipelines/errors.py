@@ -33,7 +33,7 @@ def report_failure(prog: str, what: str, e: BaseException, debug: bool = False) 
     Exceptions from libraries may carry a URI with credentials (botocore repeats the bucket
     name s3fs parsed out of ``s3://KEY:SECRET@bucket``): everything shown is redacted.
     """
-    from pipelines import secrets
+    from pipelines import redaction as secrets
 
     hint = ""
     if debug_enabled(debug):

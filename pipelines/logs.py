@@ -8,10 +8,10 @@ import sys
 
 
 class RedactingFormatter(logging.Formatter):
-    """Every log line, tracebacks included, goes through pipelines.secrets.redact."""
+    """Every log line, tracebacks included, goes through pipelines.redaction.redact."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from pipelines.secrets import redact_text
+        from pipelines.redaction import redact_text
 
         return redact_text(super().format(record))
 

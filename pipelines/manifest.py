@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines import secrets, storage
+from pipelines import redaction as secrets
+from pipelines import storage
 
 MANIFEST_NAME = "manifest.json"
 

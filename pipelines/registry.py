@@ -40,7 +40,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pipelines import secrets, storage
+from pipelines import redaction as secrets
+from pipelines import storage
 from pipelines.errors import PipelineError
 
 CANDIDATE = "candidate"

@@ -2,7 +2,7 @@
 
 Every path in the config is a URI (a local path, ``file://``, ``s3://``, ``gs://``, ...).
 Storage options (keys, endpoints) travel next to the URI and are never printed: every value
-that reaches a user, a log, an MLflow param or a file goes through :func:`pipelines.secrets.redact`.
+that reaches a user, a log, an MLflow param or a file goes through :func:`pipelines.redaction.redact`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from pipelines import secrets
+from pipelines import redaction as secrets
 
-# One redaction for the whole project (pipelines/secrets.py); these names are kept for callers.
+# One redaction for the whole project (pipelines/redaction.py); these names are kept for callers.
 redact_uri = secrets.redact
 redact_options = secrets.redact
 is_secret_option = secrets.is_secret_name

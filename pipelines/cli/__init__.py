@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines import secrets
+    from pipelines import redaction as secrets
 
     argv = sys.argv[1:] if argv is None else argv
     secrets.remember(list(argv))  # a secret given on the command line is never printed back

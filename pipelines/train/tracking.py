@@ -2,7 +2,7 @@
 
 The driver creates the run (or reuses the id found in the checkpoint it resumes from) and
 hands its id to the workers; rank 0 logs params (the flattened config; every param, tag and
-text artifact passes through ``pipelines.secrets.redact``), metrics every ``train.log_every``
+text artifact passes through ``pipelines.redaction.redact``), metrics every ``train.log_every``
 steps through MLflow's asynchronous logging (the training step never waits for the tracking server), system facts as tags, and
 artifacts. Every other rank gets a tracker whose methods do nothing.
 """
@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines import secrets
+from pipelines import redaction as secrets
 
 
 def create_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:

@@ -225,6 +225,17 @@ def test_named_entrypoints_and_configs_exist_and_load() -> None:
                 assert (REPO / name).is_file(), f"{path.relative_to(REPO)} names {name}, which does not exist"
 
 
+def test_no_module_beside_the_entrypoint_shadows_the_standard_library() -> None:
+    """Every manifest runs `python pipelines/full.py`, which puts pipelines/ first on sys.path: a
+    pipelines/secrets.py there once replaced the standard `secrets` for every library and broke
+    `--retrain` (found by tests/integration/test_infra_ray_submit.py)."""
+    entry_dirs = {(REPO / cmd[0]).parent for cmds in all_pipeline_commands().values() for cmd in cmds}
+    assert entry_dirs
+    for d in entry_dirs:
+        names = {p.stem for p in d.glob("*.py")} | {p.name for p in d.iterdir() if (p / "__init__.py").is_file()}
+        assert not names & sys.stdlib_module_names, f"{d.relative_to(REPO)} shadows {names & sys.stdlib_module_names}"
+
+
 def test_scheduled_jobs_retrain_and_the_one_off_job_does_not() -> None:
     for rel, retrain in JOB_MANIFESTS.items():
         for cmd in job_commands(rel):

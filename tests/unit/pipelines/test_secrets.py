@@ -1,4 +1,4 @@
-"""pipelines.secrets.redact: every place a URI or an option can hold a secret (finding 1, 10), by
+"""pipelines.redaction.redact: every place a URI or an option can hold a secret (finding 1, 10), by
 example and by property (hypothesis): generated secrets never reach printed config, MLflow
 params, logs, manifests or the one-line errors of the CLI.
 
@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines import manifest, secrets
+from pipelines import manifest
+from pipelines import redaction as secrets
 from pipelines.cli import main
 from pipelines.config import config_from_dict, load_config
 from pipelines.logs import RedactingFormatter
