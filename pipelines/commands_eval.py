@@ -3,7 +3,7 @@
     y9k evaluate --model models:/yolo9000@champion --shards ./y9k-data/shards/imagenet_det-val --out ./eval
     y9k predict --model models:/yolo9000@champion --images photos/ --out preds.jsonl --draw drawn/
     y9k predict --cfg yolo9000.cfg --weights yolo9000.weights --tree 9k.tree --names 9k.names --images dog.jpg
-    y9k registry list | show champion | promote 3 | rollback
+    y9k registry list | show champion | promote 3 | rollback | compare --metric map50_unseen | history
 """
 
 from __future__ import annotations
@@ -66,11 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("registry", help="browse and act on the MLflow model registry",
                        description="List versions with aliases and metrics, show one, promote a version to "
                        "champion (only if it beats the champion on mlflow.promote_metric by mlflow.promote_margin, "
-                       "unless --force), or roll champion back.")
+                       "unless --force), roll champion back, compare every version, or show who was champion when.")
     rsub = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
     for name, helptext in (("list", "versions, newest first"), ("show", "one version: tags and description"),
                            ("promote", "move champion to a version if it is better"),
-                           ("rollback", "move champion back to the previous one (or --to VERSION)")):
+                           ("rollback", "move champion back to the previous one (or --to VERSION)"),
+                           ("compare", "every version side by side (metrics, data fingerprint, tree hash, aliases, "
+                            "champion periods) and a plot of the metrics across versions with the champion periods "
+                            "shaded"),
+                           ("history", "the champion moves: when, which version, from which, who, and why (the "
+                            "metric margin, or a manual promote / rollback)")):
         rp = rsub.add_parser(name, help=helptext, description=helptext)
         add_config_args(rp)
         rp.add_argument("--name", help="registered model (default: mlflow.registered_model)")
@@ -80,6 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             rp.add_argument("--force", action="store_true", help="promote without comparing")
         if name == "rollback":
             rp.add_argument("--to", help="a version to make champion")
+        if name == "compare":
+            rp.add_argument("--metric", action="append", metavar="NAME",
+                            help="a metric to compare (a version's metric.<NAME> tag; repeatable; default: "
+                            "map50_all, map50_seen, map50_unseen)")
+            rp.add_argument("--out", metavar="PNG", help="where to write the plot (default: ./<model>-versions.png)")
         rp.set_defaults(func=cmd_registry, action=name)
 
 
@@ -257,10 +267,22 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print(json.dumps(registry.show_version(name, args.version, uri), indent=2, sort_keys=True))
     elif args.action == "promote":
         d = registry.promote_if_better(name, args.version, metric, cfg.mlflow.promote_margin, force=args.force,
-                                       tracking_uri=uri)
+                                       tracking_uri=uri, trigger="y9k registry promote")
         print(f"{name} version {d.version}: {'promoted to champion' if d.promoted else 'not promoted'} ({d.reason})")
         return 0 if d.promoted else 1
+    elif args.action == "compare":
+        from pipelines import versions
+
+        cmp = versions.compare(name, uri, args.metric or versions.DEFAULT_METRICS)
+        print(versions.table(cmp))
+        out = args.out or f"{name}-versions.png"
+        Path(out).write_bytes(versions.png_bytes(versions.plot(cmp)))
+        print(f"plot: {out}")
+    elif args.action == "history":
+        from pipelines import versions
+
+        print(versions.history(name, uri))
     else:
-        v = registry.rollback(name, args.to, uri)
+        v = registry.rollback(name, args.to, uri, trigger="y9k registry rollback")
         print(f"{name}: champion is now version {v}")
     return 0

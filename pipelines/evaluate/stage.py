@@ -8,7 +8,8 @@ Writes under ``out_uri``: ``predictions/`` (Parquet, one row per image), ``per_c
 and ``manifest.json`` last. The same inputs (shards, model weights, tree, classes, split, eval
 config) find the finished output and skip the work. Metrics, the table, the curves and the
 images go to MLflow: into ``run_id`` (e.g. the training run) when given, else into a new
-evaluation run tagged with ``train_run_id``.
+evaluation run tagged with ``train_run_id``; the shard directories are logged as that run's
+dataset inputs in the ``evaluation`` context (pipelines/lineage.py).
 """
 
 from __future__ import annotations
@@ -192,6 +193,10 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
 
     if log_mlflow:
         run_id = log_evaluation(cfg, summary, csv_text, fig, drawn, run_id, train_run_id)
+        from pipelines.lineage import EVALUATION, log_shard_inputs
+        from pipelines.train.tracking import resolve_tracking_uri
+
+        log_shard_inputs(resolve_tracking_uri(cfg), run_id, list(shards), EVALUATION, opts)
     storage.write_json(storage.join(out_uri, "metrics.json"),
                        {"metrics": summary, "per_class": rows, "run_id": run_id}, opts)
     manifest.commit(out_uri, manifest.Manifest(

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pipelines import manifest
 from pipelines.config import load_config
 from pipelines.train.optim import learning_rate
 
@@ -90,7 +91,10 @@ def write_shards(root: Path, n_det: int = 16, n_cls: int = 16, size: int = 64, s
         d = root / "shards" / f"synth-{kind}"
         d.mkdir(parents=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), d / "part-00000.parquet")
-        (d / "manifest.json").write_text("{}")  # not a parquet file: must be ignored by the reader
+        # Committed as ingest commits (the run logs it as a dataset input); not a parquet file:
+        # the reader must ignore it.
+        manifest.commit(str(d), manifest.Manifest(stage="ingest", inputs_fingerprint=f"synth-{kind}-{seed}",
+                                                   config_hash="test", counts={"images_accepted": n}))
         out.append(str(d))
     return out
 
@@ -140,7 +144,7 @@ def _history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]
     return sorted((m.step, m.value) for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
 
 
-def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path):
+def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, capsys):
     from pipelines.train.stage import run_train
 
     cfg = _cfg(tmp_path, "train.max_steps=6", "train.steps=[4]", "train.scales=[0.1]", "train.checkpoint_every=2",
@@ -148,10 +152,18 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path):
     out = str(tmp_path / "train" / "run1")
     first = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out, stop_after=3)
     assert first.step == 3 and first.checkpoint_uri.endswith("checkpoint_000000003")
+    # The driver's console: one line per logged step, reported through Ray Train (no TTY here).
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train: step ")]
+    assert [ln.split()[2] for ln in lines] == ["1/6", "2/6", "3/6"], lines
+    for part in ("loss ", "coord ", "cls ", "lr ", "images/s", "data wait ", "ETA "):
+        assert part in lines[-1], (part, lines[-1])
 
     second = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out)
     assert second.run_id == first.run_id  # the same MLflow run continues
     assert second.step == 6 and second.metrics["seen"] == 6 * 4  # no step repeated, none skipped
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train: step ")]
+    assert [ln.split()[2] for ln in lines] == ["4/6", "5/6", "6/6"], lines
+    assert lines[-1].endswith("ETA 0s")
     # The data position continued too: 6 batches into the first epoch of each stream, not 3.
     import torch
 
@@ -172,6 +184,14 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.tags["tree_hash"] == "test-tree-6"
     assert run.data.params["train.max_steps"] == "6"
+    # Lineage: both shard directories as training inputs, digest = their manifest fingerprint.
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"synth-detection", "synth-classification"}
+    det = inputs["synth-detection"]
+    assert det.dataset.digest == "synth-detection-0" and json.loads(det.dataset.profile) == {"num_rows": 16}
+    assert json.loads(det.dataset.source) == {"uri": shards[0]}
+    assert [(t.key, t.value) for t in det.tags] == [("mlflow.data.context", "training")]
+    assert "box_nodes" in det.dataset.schema
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(first.run_id, "predictions")}
     assert artifacts == {"predictions/step_0000003.png", "predictions/step_0000006.png"}
     assert {a.path for a in MlflowClient(uri).list_artifacts(first.run_id)} >= {"config.yaml", "anchors.json"}
