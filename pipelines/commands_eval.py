@@ -18,8 +18,11 @@ from typing import Any
 
 from pipelines.cli import add_config_args, load_cli_config
 from pipelines.errors import PipelineError
+from pipelines.progress import Progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# `y9k predict` prints a progress line every this many images when stderr is not a terminal.
+PROGRESS_EVERY = 25
 # darknet HEAD's `detector test` defaults.
 DARKNET_THRESH, DARKNET_HIER_THRESH, DARKNET_NMS = 0.5, 0.5, 0.45
 
@@ -223,6 +226,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError(f"--input-size {det.input_size} is not a multiple of 32")
     files = expand_images(args.images)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
+    progress = Progress("predict", len(files), every=PROGRESS_EVERY)  # on stderr: stdout may be the output
     try:
         for uri in files:
             img = open_image(storage.read_bytes(uri), storage.redact_uri(uri))
@@ -236,7 +240,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 drawn = draw_detections(img, d.boxes, d.scores, [labels[c] for c in d.classes], keys=d.classes)
                 stem = Path(uri.rstrip("/")).stem
                 drawn.save(os.path.join(args.draw, f"{stem}.jpg"), quality=90)
+            progress.update(1)
     finally:
+        progress.close()
         if out is not sys.stdout:
             out.close()
     print(f"{len(files)} images -> {args.out if args.out != '-' else 'stdout'}"

@@ -131,12 +131,14 @@ def _read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in open(path)]
 
 
-def test_predict_with_pyfunc_directory_and_with_darknet_files(model_dir, image_dir, tmp_path):
+def test_predict_with_pyfunc_directory_and_with_darknet_files(model_dir, image_dir, tmp_path, capsys):
     from yolo_core.weights import save_weights
 
     out, drawn = tmp_path / "preds.jsonl", tmp_path / "drawn"
     assert main(["predict", "--model", str(model_dir), "--images", str(image_dir), "--out", str(out),
                  "--draw", str(drawn)]) == 0
+    progress = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("predict: ")]
+    assert len(progress) == 1 and progress[0].startswith("predict: 2/2 images, ") and "images/s" in progress[0]
     recs = _read_jsonl(out)
     assert [r["image"].rsplit("/", 1)[1] for r in recs] == ["a.jpg", "b.png"]
     for r in recs:
