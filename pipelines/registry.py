@@ -351,7 +351,8 @@ def promote_if_better(name: str, version: str | int, metric: str, margin: float 
     value = metric_of(mv, metric)
     cur = champion(name, tracking_uri)
     cur_value = metric_of(cur, metric) if cur is not None else None
-    cur_version = cur.version if cur is not None else None
+    # str: the sqlite store gives int versions, the REST API strings.
+    cur_version = str(cur.version) if cur is not None else None
     d = Decision(version, False, "", value, cur_version, cur_value)
     if cur_version == version:
         d.reason = f"version {version} is already the champion"
@@ -383,7 +384,8 @@ def rollback(name: str, to_version: str | int | None = None, tracking_uri: str |
     client = _client(tracking_uri)
     history = _history(client, name)
     cur = champion(name, tracking_uri)
-    if cur is not None and history and history[-1] == cur.version:
+    cur_version = str(cur.version) if cur is not None else None  # an int from the sqlite store
+    if cur_version is not None and history and history[-1] == cur_version:
         history = history[:-1]
     if to_version is None:
         if not history:
@@ -397,7 +399,7 @@ def rollback(name: str, to_version: str | int | None = None, tracking_uri: str |
             raise RegistryError(f"registered model {name!r} has no version {target}") from None
         history = history + [target] if not history or history[-1] != target else history
     reason = f"rolled back to version {target}" + (" (chosen)" if to_version is not None else " (the previous champion)")
-    _set_champion(client, name, target, history, cur.version if cur is not None else None, trigger, reason)
+    _set_champion(client, name, target, history, cur_version, trigger, reason)
     return target
 
 

@@ -108,17 +108,18 @@ def plot(cmp: dict[str, Any]) -> Any:
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
     now = max([time.time() * 1000] + [r["created"] for r in rows])
-    colors = ["#f6c85f", "#9dd9d2"]
-    for k, p in enumerate(cmp["periods"]):
+    colors = ["#f6c85f", "#9dd9d2", "#c5b0d5", "#ffb482", "#8de5a1"]  # one per version: a comeback looks the same
+    for p in cmp["periods"]:
         end = p.end if p.end is not None else now
-        ax.axvspan(dt(p.start), dt(end), color=colors[k % 2], alpha=0.35, lw=0)
+        ax.axvspan(dt(p.start), dt(end), color=colors[int(p.version) % len(colors)], alpha=0.45, lw=0)
         ax.text(dt(p.start), 1.0, f" champion v{p.version}", transform=ax.get_xaxis_transform(), va="top",
                 fontsize=8)
     for x, r in zip(xs, rows):
         ax.annotate(f"v{r['version']}", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
                     textcoords="offset points", ha="center", fontsize=8)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    fig.autofmt_xdate()
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel("registered (UTC); shaded: champion periods")
     ax.set_ylabel("metric")
     ax.set_title(f"{cmp['name']}: {len(rows)} versions")

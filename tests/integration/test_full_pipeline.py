@@ -38,10 +38,10 @@ def _args(root: Path, tracking_uri: str, *extra: str) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
-def _full(args: list[str], env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, str(REPO / "pipelines" / "full.py"), *args], capture_output=True,
-                         text=True, timeout=timeout, env=env or _env())
-    return res
+def _full(args: list[str], env: dict | None = None, timeout: int = 900, cwd: Path | None = None
+          ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "pipelines" / "full.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env or _env(), cwd=cwd)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -67,15 +67,45 @@ def _client(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory) -> dict:
+    """The demo pipeline as a user runs it, once per module (other tests here read what it left):
+    a first run, the same again (cached), a dry-run plan of a changed config, a scheduled retrain
+    with no new data, then one after new images arrived (version 2). Run with the working
+    directory in a temporary folder, so that MLflow's default ./mlruns lands there too."""
+    tmp = tmp_path_factory.mktemp("local-run")
+    root, uri = tmp / "root", f"sqlite:///{tmp / 'mlflow.db'}"
+    runs = {"tmp": tmp, "root": root, "uri": uri}
+    runs["first"] = _full(_args(root, uri), cwd=tmp)
+    if runs["first"].returncode != 0:
+        return runs  # the test reports it
+    runs["again"] = _full(_args(root, uri), cwd=tmp)
+    runs["plan"] = _full(_args(root, uri, "train.lr=0.002") + ["--dry-run"], cwd=tmp)
+    runs["same"] = _full(_args(root, uri) + ["--retrain"], cwd=tmp)
+    extra = tmp / "extra"
+    from pipelines.sample_data import generate
+
+    generate(str(extra), seed=7, scale="tiny")
+    runs["added"] = 0
+    for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
+        dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
+        shutil.copy(src, dst)
+        runs["added"] += 1
+    runs["grown"] = _full(_args(root, uri) + ["--retrain"], cwd=tmp)
+    return runs
+
+
 @pytest.mark.slow
-def test_local_run_cache_dry_run_and_retrain(tmp_path):
-    root = tmp_path / "root"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    res = _full(_args(root, uri))
+def test_local_run_cache_dry_run_and_retrain(local_runs):
+    root, uri = local_runs["root"], local_runs["uri"]
+    res = local_runs["first"]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert set(_statuses(res.stdout).values()) == {"ran"}, res.stdout
     assert f"registered model: {MODEL} version 1 (now champion: no champion yet)" in res.stdout
     assert "mlflow ui --backend-store-uri" in res.stdout
+    # Training said what it was doing on the console: a line per train.log_every (2) steps.
+    steps = [ln.split("train: step ", 1)[1].split()[0] for ln in res.stderr.splitlines() if "train: step " in ln]
+    assert steps == ["2/4", "4/4"], res.stderr[-3000:]
     client = _client(uri)
     v1 = client.get_model_version_by_alias(MODEL, "champion")
     assert str(v1.version) == "1" and str(client.get_model_version_by_alias(MODEL, "candidate").version) == "1"
@@ -85,38 +115,29 @@ def test_local_run_cache_dry_run_and_retrain(tmp_path):
         assert (root / path).exists(), path
 
     # Same inputs and config: every stage is cached, nothing new is registered.
-    again = _full(_args(root, uri))
+    again = local_runs["again"]
     assert again.returncode == 0, again.stderr[-3000:]
     assert set(_statuses(again.stdout).values()) == {"cached"}, again.stdout
-    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
 
     # The plan of a changed config: training and everything after it would run again.
-    plan = _full(_args(root, uri, "train.lr=0.002") + ["--dry-run"])
+    plan = local_runs["plan"]
     assert plan.returncode == 0
     st = _statuses(plan.stdout)
     assert st["ingest"] == "would-skip" and st["train"] == "would-run", plan.stdout
 
     # Scheduled retrain with no new data: nothing is trained, and it says why.
-    same = _full(_args(root, uri) + ["--retrain"])
+    same = local_runs["same"]
     assert same.returncode == 0, same.stderr[-3000:]
     assert _statuses(same.stdout)["train"] == "skipped" and "no new data since champion version 1" in same.stdout
 
     # New classification images arrive: the retrain warm-starts from the champion and registers v2.
-    extra = tmp_path / "extra"
-    from pipelines.sample_data import generate
-
-    generate(str(extra), seed=7, scale="tiny")
-    added = 0
-    for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
-        dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
-        shutil.copy(src, dst)
-        added += 1
-    assert added > 0
-    grown = _full(_args(root, uri) + ["--retrain"])
+    assert local_runs["added"] > 0
+    grown = local_runs["grown"]
     assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
     st = _statuses(grown.stdout)
     assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown.stdout
     assert "warm start from models:/" in grown.stderr
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
     v2 = client.get_model_version(MODEL, "2")
     assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
     champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
@@ -230,3 +251,132 @@ def test_pipeline_with_all_data_on_s3(tmp_path):
         assert str(version.version) == "1"
     finally:
         server.stop()
+
+
+def _finished(local_runs: dict) -> None:
+    for key in ("first", "grown"):
+        res = local_runs.get(key)
+        assert res is not None and res.returncode == 0, f"the local pipeline run '{key}' failed (see its test)"
+
+
+@pytest.mark.slow
+def test_runs_carry_dataset_lineage_and_versions_link_to_them(local_runs):
+    """Each training run lists the shard directories it read (context training) and the DET val
+    shards it was evaluated on (context evaluation), digest = the ingest manifest's fingerprint;
+    MLflow's own dataset search finds the runs; the register stage logged the version comparison."""
+    import mlflow
+
+    from pipelines import manifest, versions
+
+    _finished(local_runs)
+    root, client = local_runs["root"], _client(local_runs["uri"])
+    v1, v2 = (client.get_model_version(MODEL, v) for v in ("1", "2"))
+    run = client.get_run(v1.run_id)
+    assert run.info.run_name.startswith("train-") and v1.tags["train_run_id"] == v1.run_id
+    inputs = {(d.dataset.name, d.tags[0].value): d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {("coco-train", "training"), ("imagenet-train", "training"),
+                           ("imagenet_det-val", "evaluation")}
+    for (name, _), ds in inputs.items():
+        m = manifest.read_manifest(str(root / "shards" / name))
+        assert ds.digest == m.inputs_fingerprint and json.loads(ds.profile) == {"num_rows": m.counts["images_accepted"]}
+        assert json.loads(ds.source) == {"uri": str(root / "shards" / name)}
+        assert [c["name"] for c in json.loads(ds.schema)["mlflow_colspec"]][:4] == ["image_id", "dataset", "split", "kind"]
+    # New images: version 2's run read a different imagenet-train (another digest), the same coco-train.
+    run2 = client.get_run(v2.run_id)
+    digests2 = {d.dataset.name: d.dataset.digest for d in run2.inputs.dataset_inputs}
+    assert digests2["coco-train"] == inputs[("coco-train", "training")].digest
+    assert digests2["imagenet-train"] != inputs[("imagenet-train", "training")].digest
+    mlflow.set_tracking_uri(local_runs["uri"])
+    found = mlflow.search_runs(experiment_names=["y9k-e2e"], filter_string="dataset.name = 'imagenet-train'",
+                               output_format="list")
+    assert {r.info.run_id for r in found} == {v1.run_id, v2.run_id}
+    # The comparison of every version, logged into the latest version's run.
+    table = mlflow.artifacts.load_text(f"runs:/{v2.run_id}/{versions.TABLE_FILE}")
+    rows = {ln.split()[0]: ln for ln in table.splitlines()[1:3]}
+    assert set(rows) == {"1", "2"} and v1.tags["data.ingest.fingerprint"] in rows["1"]
+    assert "version 1 (first champion)" in table
+    assert versions.PLOT_FILE in {f.path for f in client.list_artifacts(v2.run_id, "registry")}
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_detections(local_runs, tmp_path):
+    """`mlflow models serve` of a registered version (env-manager local) on a loopback port: the
+    scoring server validates the request against the signature and answers with the rows the
+    model gives in this process."""
+    import base64
+    import urllib.request
+
+    import mlflow
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    _finished(local_runs)
+    part = sorted((local_runs["root"] / "shards" / "imagenet_det-val").glob("*.parquet"))[0]
+    image = pq.read_table(part, columns=["image"])["image"][0].as_py()
+    port = free_port()
+    env = {**_env(MLFLOW_TRACKING_URI=local_runs["uri"])}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                                 f"models:/{MODEL}/2", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/ping", proc, log_path, "mlflow models serve", timeout=120)
+            body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image).decode()]]},
+                    "params": {"thresh": 0.01}}
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                served = pd.DataFrame(json.load(r)["predictions"])
+            # A request that breaks the signature is refused with MLflow's message, not a traceback.
+            bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"dataframe_split": {"columns": ["image"], "data": [[3]]}}
+                                                         ).encode(), headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(bad, timeout=60)
+            assert refused.value.code == 400
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+    mlflow.set_tracking_uri(local_runs["uri"])
+    local = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(pd.DataFrame({"image": [image]}),
+                                                                    params={"thresh": 0.01})
+    assert len(served) > 0 and list(served.columns) == list(local.columns)
+    pd.testing.assert_frame_equal(served, local.reset_index(drop=True), check_dtype=False, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_charts_datasets_aliases_and_comparison(local_runs, tmp_path):
+    """The demo's MLflow store through the MLflow UI (a React app) in headless Chromium: what a
+    person sees, checked on the rendered pages; screenshots are kept in this test's temp folder."""
+    from tests.integration.browser import Chromium, chromium_path
+    from tests.integration.conftest import running_mlflow_server
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    _finished(local_runs)
+    client = _client(local_runs["uri"])
+    v1 = client.get_model_version(MODEL, "1")
+    exp_id = client.get_run(v1.run_id).info.experiment_id
+    latest = client.get_model_version(MODEL, "2")
+    with running_mlflow_server(local_runs["uri"], tmp_path) as ui, Chromium(tmp_path) as page:
+        run_url = f"{ui}/#/experiments/{exp_id}/runs/{v1.run_id}"
+        # The run: its datasets (training and evaluation) on the overview.
+        page.goto(run_url)
+        page.wait_for_text(["coco-train", "imagenet-train", "imagenet_det-val"], timeout=60)
+        page.screenshot(tmp_path / "run-overview.png")
+        # Its charts: the training loss and the evaluation mAP, drawn.
+        page.goto(f"{run_url}/model-metrics")
+        page.wait_for_text(["loss_total", "map50_all", "images_per_s"])
+        page.wait_for("document.querySelectorAll('svg .trace, canvas').length > 0")
+        page.screenshot(tmp_path / "run-charts.png")
+        # The registered model: both aliases.
+        page.goto(f"{ui}/#/models/{MODEL}")
+        page.wait_for_text(["champion", "candidate", "Version 1", "Version 2"])
+        page.screenshot(tmp_path / "model.png")
+        # The version comparison logged by the register stage, shown as an image.
+        page.goto(f"{ui}/#/experiments/{exp_id}/runs/{latest.run_id}/artifacts/registry/versions.png")
+        page.wait_for("[...document.images].some(i => i.src.includes('versions.png') && i.naturalWidth == 900)")
+        page.screenshot(tmp_path / "comparison.png")
+    for name in ("run-overview", "run-charts", "model", "comparison"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name
