@@ -80,6 +80,17 @@ def log_predictions(model: torch.nn.Module, jpegs: list[bytes], cfg: Config, tre
     tracker.log_image(prediction_grid(x, dets), f"predictions/step_{step:07d}.png")
 
 
+def _quiet_report_log() -> None:
+    """Ray Train logs every report's whole metrics dict from every worker at INFO; the driver
+    prints the same numbers readably (pipelines/train/progress.py). Its logger is named by the
+    module's file path."""
+    try:
+        from ray.train.v2._internal.execution import context as ray_train_context
+    except ImportError:  # another Ray layout: its log stays as it is
+        return
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -89,6 +100,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     cfg = config_from_dict(config["cfg"])
     t = cfg.train
+    _quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
