@@ -158,6 +158,12 @@ class Chromium:
         }})()"""
         self.wait_for(js)
 
+    def type_into(self, selector: str, text: str) -> None:
+        """Replace the text of an input the way a user types (React sees real input events)."""
+        self.wait_for(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                      "if (!e) return false; e.focus(); e.select(); return true; })()")
+        self.call("Input.insertText", text=text)
+
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         Path(path).write_bytes(base64.b64decode(data))

@@ -349,6 +349,7 @@ def test_mlflow_models_serve_answers_with_detections(local_runs, tmp_path):
 def test_mlflow_ui_shows_charts_datasets_aliases_and_comparison(local_runs, tmp_path):
     """The demo's MLflow store through the MLflow UI (a React app) in headless Chromium: what a
     person sees, checked on the rendered pages; screenshots are kept in this test's temp folder."""
+    from pipelines import versions
     from tests.integration.browser import Chromium, chromium_path
     from tests.integration.conftest import running_mlflow_server
 
@@ -361,22 +362,27 @@ def test_mlflow_ui_shows_charts_datasets_aliases_and_comparison(local_runs, tmp_
     latest = client.get_model_version(MODEL, "2")
     with running_mlflow_server(local_runs["uri"], tmp_path) as ui, Chromium(tmp_path) as page:
         run_url = f"{ui}/#/experiments/{exp_id}/runs/{v1.run_id}"
-        # The run: its datasets (training and evaluation) on the overview.
+        # The run's overview lists its datasets: the first one inline, the others behind "+2".
         page.goto(run_url)
-        page.wait_for_text(["coco-train", "imagenet-train", "imagenet_det-val"], timeout=60)
-        page.screenshot(tmp_path / "run-overview.png")
-        # Its charts: the training loss and the evaluation mAP, drawn.
+        page.wait_for_text(["Datasets", "coco-train", "Training", "+2"], timeout=60)
+        page.click_text("+2")
+        page.wait_for_text(["imagenet-train", "imagenet_det-val", "Evaluation"])
+        page.screenshot(tmp_path / "run-datasets.png")
+        # Its charts: the training loss and the evaluation mAP, drawn (plotly traces).
         page.goto(f"{run_url}/model-metrics")
-        page.wait_for_text(["loss_total", "map50_all", "images_per_s"])
-        page.wait_for("document.querySelectorAll('svg .trace, canvas').length > 0")
-        page.screenshot(tmp_path / "run-charts.png")
-        # The registered model: both aliases.
+        for metric in ("loss_total", "map50_all"):
+            page.type_into("input[placeholder='Search metric charts']", metric)
+            page.wait_for(f"[...document.querySelectorAll('.js-plotly-plot')].length >= 1 && "
+                          f"document.body.innerText.includes('({metric})') && "
+                          "document.querySelectorAll('.js-plotly-plot .trace').length > 0")
+            page.screenshot(tmp_path / f"chart-{metric}.png")
+        # The registered model: both aliases on its versions.
         page.goto(f"{ui}/#/models/{MODEL}")
-        page.wait_for_text(["champion", "candidate", "Version 1", "Version 2"])
+        page.wait_for_text(["@ champion", "@ candidate", "champion_move.0001"])
         page.screenshot(tmp_path / "model.png")
         # The version comparison logged by the register stage, shown as an image.
-        page.goto(f"{ui}/#/experiments/{exp_id}/runs/{latest.run_id}/artifacts/registry/versions.png")
-        page.wait_for("[...document.images].some(i => i.src.includes('versions.png') && i.naturalWidth == 900)")
+        page.goto(f"{ui}/#/experiments/{exp_id}/runs/{latest.run_id}/artifacts/{versions.PLOT_FILE}")
+        page.wait_for("[...document.images].some(i => i.complete && i.naturalWidth == 900)")
         page.screenshot(tmp_path / "comparison.png")
-    for name in ("run-overview", "run-charts", "model", "comparison"):
+    for name in ("run-datasets", "chart-loss_total", "chart-map50_all", "model", "comparison"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name
