@@ -270,6 +270,18 @@ class MlflowConfig:
         _check(bool(self.experiment), "mlflow.experiment", self.experiment, "a non-empty name")
         _check(bool(self.registered_model), "mlflow.registered_model", self.registered_model, "a non-empty name")
 
+    def resolved_tracking_uri(self) -> str:
+        """``tracking_uri``, else MLFLOW_TRACKING_URI, else ./mlflow.db as an absolute sqlite URI
+        (absolute because Ray workers do not share the driver's working directory)."""
+        import os
+
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+                return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+            return uri
+        return "sqlite:///" + os.path.abspath("mlflow.db")
+
 
 @dataclass
 class Config:

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import manifest, storage
 from pipelines.dag import Stage
+from pipelines.layout import ANCHORS, EVALUATE, Layout
+
+if TYPE_CHECKING:  # torch is imported only by the stages that need it
+    from wordtree_build.tree import WordTree
+    from yolo_core.tree import Tree
 
 log = logging.getLogger("y9k.job")
 
@@ -34,14 +39,15 @@ class JobContext:
         return self.cfg.storage.options
 
     @property
-    def root(self) -> str:
-        return storage.normalize(self.cfg.storage.root)
+    def layout(self) -> Layout:
+        return Layout.of(self.cfg)
 
-    def uri(self, *parts: str) -> str:
-        return storage.join(self.root, *parts)
+    @property
+    def root(self) -> str:
+        return self.layout.root
 
     def record(self, stage: str) -> str:
-        return self.uri("_pipeline", stage)
+        return self.layout.record(stage)
 
     def record_fingerprint(self, *stages: str) -> str:
         """Fingerprint of upstream stage records: changes whenever one of them re-ran."""
@@ -55,20 +61,6 @@ class JobContext:
         from pipelines.stages.ingest import sources_from_config
 
         return sources_from_config(self.cfg)
-
-
-def use_sample_data(cfg: Any) -> bool:
-    d = cfg.data
-    return cfg.sample_data.enabled and not any((d.coco_train, d.coco_val, d.imagenet_train, d.det_val, d.voc))
-
-
-def point_config_at_sample_data(cfg: Any) -> None:
-    """Fill the unset data sources with the generated sample datasets under <root>/sample."""
-    root = storage.join(storage.normalize(cfg.storage.root), "sample")
-    cfg.data.coco_train = storage.join(root, "coco/images/train")
-    cfg.data.coco_val = storage.join(root, "coco/images/val")
-    cfg.data.imagenet_train = storage.join(root, "imagenet/train")
-    cfg.data.det_val = storage.join(root, "imagenet_det")
 
 
 def _commit_record(ctx: JobContext, stage: str, fingerprint: str, config_hash: str, summary: dict) -> None:
@@ -95,7 +87,7 @@ def _sample_data(ctx: JobContext) -> dict:
     from pipelines.sample_data import generate
 
     s = ctx.cfg.sample_data
-    summary = generate(ctx.uri("sample"), seed=s.seed, scale=s.scale, storage_options=ctx.opts)
+    summary = generate(ctx.layout.sample, seed=s.seed, scale=s.scale, storage_options=ctx.opts)
     log.info("%s", summary)
     d = summary.to_dict()
     return {k: d[k] for k in ("coco_train_images", "imagenet_images", "det_val_images", "det_seen", "det_unseen")}
@@ -110,7 +102,7 @@ def _wordtree_fp(ctx: JobContext) -> str:
 def _wordtree(ctx: JobContext) -> dict:
     from pipelines.stages.wordtree import run_wordtree
 
-    result = run_wordtree(ctx.cfg, ctx.sources(), ctx.uri("wordtree"))
+    result = run_wordtree(ctx.cfg, ctx.sources(), ctx.layout.wordtree)
     return result.summary()
 
 
@@ -123,7 +115,7 @@ def _ingest(ctx: JobContext) -> dict:
     from pipelines.stages.ingest import run_ingest
     from pipelines.stages.wordtree import load_tree
 
-    tree = load_tree(ctx.uri("wordtree"), ctx.opts)
+    tree = load_tree(ctx.layout.wordtree, ctx.opts)
     result = run_ingest(ctx.cfg, tree, ctx.sources(), ctx.root)
     print(result.summary_table(), flush=True)
     return {
@@ -135,12 +127,9 @@ def _ingest(ctx: JobContext) -> dict:
 
 
 def _anchors(ctx: JobContext) -> dict:
-    from pipelines.stages.anchors import run_anchors, shard_dirs
+    from pipelines.stages.anchors import run_anchors
 
-    # Anchors come from detection boxes only: the training splits of the detection datasets.
-    shards = [d for d in shard_dirs(ctx.root, ctx.opts)
-              if d.rsplit("/", 1)[-1] in ("coco-train", "voc-trainval")]
-    result = run_anchors(ctx.cfg, shards, ctx.uri("anchors"))
+    result = run_anchors(ctx.cfg, ctx.layout.splits_for(ANCHORS), ctx.layout.anchors)
     return {"k": result.k, "avg_iou": round(result.avg_iou, 4), "boxes": result.num_boxes}
 
 
@@ -152,20 +141,21 @@ def _record(ctx: JobContext, stage: str) -> dict[str, Any]:
     return m.counts
 
 
-def _shards(ctx: JobContext, *names: str) -> list[str]:
-    from pipelines.stages.anchors import shard_dirs
-
-    return [d for d in shard_dirs(ctx.root, ctx.opts) if d.rsplit("/", 1)[-1] in names]
-
-
-def _tree(ctx: JobContext):
+def _tree(ctx: JobContext) -> WordTree:
     from pipelines.stages.wordtree import load_tree
 
-    return load_tree(ctx.uri("wordtree"), ctx.opts)
+    return load_tree(ctx.layout.wordtree, ctx.opts)
+
+
+def _core_tree(ctx: JobContext) -> Tree:
+    """The WordTree as the model's tree (yolo_core), converted where it is loaded."""
+    from yolo_core.tree import Tree
+
+    return Tree.from_wordtree(_tree(ctx))
 
 
 def _anchor_list(ctx: JobContext) -> list[list[float]]:
-    return storage.read_json(ctx.uri("anchors", "anchors.json"), ctx.opts)["anchors"]
+    return storage.read_json(ctx.layout.anchors_json, ctx.opts)["anchors"]
 
 
 def _no_new_data(ctx: JobContext) -> str | None:
@@ -173,9 +163,8 @@ def _no_new_data(ctx: JobContext) -> str | None:
     if not ctx.retrain:
         return None
     from pipelines.registry import champion
-    from pipelines.train.tracking import resolve_tracking_uri
 
-    cur = champion(ctx.cfg.mlflow.registered_model, resolve_tracking_uri(ctx.cfg))
+    cur = champion(ctx.cfg.mlflow.registered_model, ctx.cfg.mlflow.resolved_tracking_uri())
     if cur is None:
         return None
     current = manifest.read_manifest(ctx.record("ingest"), ctx.opts)
@@ -188,9 +177,8 @@ def _train_fp(ctx: JobContext) -> str:
     fp = ctx.record_fingerprint("wordtree", "ingest", "anchors")
     if ctx.retrain:  # a new champion means a new starting point
         from pipelines.registry import champion
-        from pipelines.train.tracking import resolve_tracking_uri
 
-        cur = champion(ctx.cfg.mlflow.registered_model, resolve_tracking_uri(ctx.cfg))
+        cur = champion(ctx.cfg.mlflow.registered_model, ctx.cfg.mlflow.resolved_tracking_uri())
         fp = manifest.stable_hash([fp, cur.version if cur else None])
     return fp
 
@@ -201,20 +189,17 @@ def _train(ctx: JobContext) -> dict:
     cfg = ctx.cfg
     if ctx.retrain:
         from pipelines.registry import champion
-        from pipelines.train.tracking import resolve_tracking_uri
 
-        cur = champion(cfg.mlflow.registered_model, resolve_tracking_uri(cfg))
+        cur = champion(cfg.mlflow.registered_model, cfg.mlflow.resolved_tracking_uri())
         if cur is not None:
             cfg.model.init_weights = f"models:/{cfg.mlflow.registered_model}@champion"
             log.info("retrain: warm start from %s (version %s)", cfg.model.init_weights, cur.version)
         else:
             log.info("retrain: no champion registered yet, training from scratch")
-    splits = {"classify": ("imagenet-train",), "detect": ("coco-train", "voc-trainval"),
-              "joint": ("coco-train", "voc-trainval", "imagenet-train")}[cfg.train.mode]
-    shards = _shards(ctx, *splits)
+    shards = ctx.layout.train_splits(cfg.train.mode)
     # One directory per (data, config): new data or a new config starts a new run, a resubmitted
     # job with the same inputs resumes the same run from its last checkpoint.
-    run_dir = ctx.uri("train", "run-" + manifest.stable_hash([_train_fp(ctx), cfg.hash("model", "train")], 10))
+    run_dir = ctx.layout.train_dir("run-" + manifest.stable_hash([_train_fp(ctx), cfg.hash("model", "train")], 10))
     result = run_train(cfg, shards, _tree(ctx), _anchor_list(ctx), run_dir)
     return {"run_id": result.run_id, "step": result.step, "checkpoint_uri": result.checkpoint_uri,
             "out_uri": run_dir}
@@ -226,11 +211,9 @@ def trained_model(ctx: JobContext):
 
     from pipelines.train.checkpoint import read_checkpoint
     from pipelines.train.loop import build_model
-    from yolo_core.tree import Tree
 
     rec = _record(ctx, "train")
-    tree = Tree.from_wordtree(_tree(ctx))
-    model = build_model(ctx.cfg, tree, _anchor_list(ctx))
+    model = build_model(ctx.cfg, _core_tree(ctx), _anchor_list(ctx))
     with tempfile.TemporaryDirectory() as tmp:
         fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
@@ -243,15 +226,15 @@ def _evaluate(ctx: JobContext) -> dict:
     from pipelines.evaluate.stage import run_evaluate
     from pipelines.stages.wordtree import load_det_classes
 
-    rows = load_det_classes(ctx.uri("wordtree"), ctx.opts)
+    rows = load_det_classes(ctx.layout.wordtree, ctx.opts)
     classes = [(r["wnid"], r["det_id"], r["name"]) for r in rows]
     split = {r["wnid"]: r["split"] for r in rows}
     train = _record(ctx, "train")
-    shards = _shards(ctx, "imagenet_det-val")
+    shards = ctx.layout.splits_for(EVALUATE)
     if not shards:
         raise FileNotFoundError("no imagenet_det-val shards: configure data.det_val")
-    out = ctx.uri("eval", train["out_uri"].rsplit("/", 1)[-1])
-    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _tree(ctx), classes, out, split=split,
+    out = ctx.layout.eval_dir(train["out_uri"].rsplit("/", 1)[-1])
+    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _core_tree(ctx), classes, out, split=split,
                           run_id=train["run_id"], train_run_id=train["run_id"])
     keep = ("map50_all", "map50_seen", "map50_unseen", "num_images")
     return {**{k: round(float(result.metrics[k]), 5) for k in keep if k in result.metrics}, "out_uri": out}
@@ -261,17 +244,14 @@ def _register(ctx: JobContext) -> dict:
     import mlflow
 
     from pipelines import registry
-    from pipelines.evaluate.stage import tree_lists
-    from pipelines.train.tracking import resolve_tracking_uri
 
-    cfg, uri = ctx.cfg, resolve_tracking_uri(ctx.cfg)
+    cfg, uri = ctx.cfg, ctx.cfg.mlflow.resolved_tracking_uri()
     train, evaluation = _record(ctx, "train"), _record(ctx, "evaluate")
     metrics = {k: v for k, v in evaluation.items() if k.startswith("map50")}
     wt = _tree(ctx)
-    wnids, names, parents = tree_lists(wt)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=train["run_id"]):
-        info = registry.log_pyfunc(trained_model(ctx), wnids=wnids, names=names, parents=parents,
+        info = registry.log_pyfunc(trained_model(ctx), wnids=wt.wnids, names=wt.names, parents=wt.parents,
                                    config_yaml=cfg.to_yaml(), input_size=cfg.eval.input_size)
     fingerprints = {s: manifest.read_manifest(ctx.record(s), ctx.opts).inputs_fingerprint
                     for s in ("wordtree", "ingest", "anchors")}

@@ -50,7 +50,7 @@ def shard_dataset(shards_uri: str, storage_options: Mapping[str, Any] | None = N
     from mlflow.data.meta_dataset import MetaDataset
 
     from pipelines.errors import StageError
-    from pipelines.stages.ingest import SHARD_SCHEMA
+    from pipelines.shards import SHARD_SCHEMA
 
     m = manifest.read_manifest(shards_uri, storage_options)
     if m is None:
@@ -62,7 +62,8 @@ def shard_dataset(shards_uri: str, storage_options: Mapping[str, Any] | None = N
             source = resolve_dataset_source(uri)
     except Exception:  # a scheme MLflow has no source type for (gs://, ...): keep the URI as text
         source = HTTPDatasetSource(uri)
-    rows = int(m.counts.get("images_accepted", 0))
+    # Rows: the manifest's part files say how many each holds (ingest also counts what it accepted).
+    rows = sum(int(f.get("rows", 0)) for f in m.files) if m.files else int(m.counts.get("images_accepted", 0))
 
     class ShardDataset(MetaDataset):
         @property

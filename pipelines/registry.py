@@ -90,7 +90,7 @@ def load_bundle(artifacts: Mapping[str, str], device: str | None = None):
     """(Detector, tree labels dict) from the artifacts written by :func:`write_bundle`."""
     import torch
 
-    from pipelines.evaluate.inference import Detector
+    from pipelines.inference import Detector
     from yolo_core.darknet_cfg import DarknetNet, parse_cfg_text
     from yolo_core.tree import Tree
 
@@ -107,7 +107,7 @@ class YoloPyfunc(mlflow.pyfunc.PythonModel):
     """Images (bytes or paths) in, a table of detections out."""
 
     def load_context(self, context: Any) -> None:
-        from pipelines.evaluate.plots import hierarchical_label
+        from pipelines.inference import hierarchical_label
 
         self.detector, labels = load_bundle(context.artifacts)
         self.wnids, self.names = labels["wnids"], labels["names"]
@@ -134,7 +134,7 @@ class YoloPyfunc(mlflow.pyfunc.PythonModel):
 
     @staticmethod
     def _image(i: int, row: Mapping[str, Any]) -> Any:
-        from pipelines.evaluate.inference import open_image
+        from pipelines.inference import open_image
 
         data, path = row.get("image"), row.get("path")
         if isinstance(data, (bytes, bytearray)) and data:

@@ -49,6 +49,7 @@ from PIL import Image, ImageDraw
 
 from pipelines import storage
 from pipelines.errors import PipelineError
+from pipelines.layout import SAMPLE_DATA
 
 # ---------------------------------------------------------------------------------------------
 # The design, in one table.
@@ -115,13 +116,12 @@ FINE: tuple[FineClass, ...] = (
     FineClass("n03642806", "laptop", None, "hstripes", (160, 165, 175), (40, 40, 50), shape="arrow"),
 )
 
-# Image counts per set and image sizes (pixels, longest side) of each scale; `tiny` is for tests.
+# Image counts per set and image sizes (pixels, longest side) of each scale (sample_data.scale); `tiny` is for tests.
 SCALES: dict[str, dict[str, Any]] = {
     "tiny": dict(coco_train=6, coco_val=3, cls_per_class=1, det_val=6, side=(160, 200)),
     "small": dict(coco_train=240, coco_val=80, cls_per_class=32, det_val=480, side=(256, 320)),
     "medium": dict(coco_train=1200, coco_val=400, cls_per_class=160, det_val=600, side=(320, 480)),
 }
-PUBLIC_SCALES = ("small", "medium")
 
 GENERATOR_VERSION = 4
 # Object side as a fraction of the image's shorter side, and background clutter items per image.
@@ -424,7 +424,7 @@ def _coco_split(out: str, split: str, count: int, seed: int, side: tuple[int, in
         data, w, h, placed = _scene(rng, side, looks, looks[i % len(looks)], max_objects=6)
         image_id = id_base + i + 1
         file_name = f"{image_id:012d}.jpg"
-        storage.write_bytes(storage.join(out, "coco", "images", split, file_name), data, options)
+        storage.write_bytes(storage.join(out, SAMPLE_DATA[f"coco_{split}"], file_name), data, options)
         images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, "license": 1})
         for p in placed:
             x0, y0, x1, y1 = p.box
@@ -461,7 +461,7 @@ def _imagenet(out: str, per_class: int, seed: int, side: tuple[int, int],
             outlines = _place(rng, shape_of(f), img.width, img.height, (0.35, 0.8), [])
             assert outlines is not None  # nothing else is placed, so the first try fits
             _paint(img, outlines, _fine_look(f), rng)
-            uri = storage.join(out, "imagenet", "train", f.wnid, f"{f.wnid}_{i + 1}.JPEG")
+            uri = storage.join(out, SAMPLE_DATA["imagenet_train"], f.wnid, f"{f.wnid}_{i + 1}.JPEG")
             storage.write_bytes(uri, _finish(img, rng), options)
             written += 1
     mapping = "".join(f"{f.wnid} {f.name}\n" for f in sorted(FINE, key=lambda f: f.wnid))
@@ -506,13 +506,13 @@ def _det_val(out: str, count: int, seed: int, side: tuple[int, int],
         rng = _rng(seed, "det_val", i)
         data, w, h, placed = _scene(rng, side, looks, looks[i % len(looks)], max_objects=5)
         name = f"Y9K_DET_val_{i + 1:08d}"
-        storage.write_bytes(storage.join(out, "imagenet_det", "Data", "DET", "val", f"{name}.JPEG"), data, options)
-        storage.write_bytes(storage.join(out, "imagenet_det", "Annotations", "DET", "val", f"{name}.xml"),
+        storage.write_bytes(storage.join(out, SAMPLE_DATA["det_val"], "Data", "DET", "val", f"{name}.JPEG"), data, options)
+        storage.write_bytes(storage.join(out, SAMPLE_DATA["det_val"], "Annotations", "DET", "val", f"{name}.xml"),
                             _voc_xml(name, w, h, placed), options)
         boxes += len(placed)
-    storage.write_text(storage.join(out, "imagenet_det", "det_classes.tsv"),
+    storage.write_text(storage.join(out, SAMPLE_DATA["det_val"], "det_classes.tsv"),
                        "".join(f"{wnid}\t{det_id}\t{name}\n" for wnid, det_id, name, _ in classes), options)
-    storage.write_text(storage.join(out, "imagenet_det", "seen_unseen.tsv"),
+    storage.write_text(storage.join(out, SAMPLE_DATA["det_val"], "seen_unseen.tsv"),
                        "".join(f"{wnid}\t{status}\n" for wnid, _, _, status in classes), options)
     return boxes
 
@@ -564,7 +564,7 @@ def generate(out_uri: str, seed: int = 0, scale: str = "small",
     force: regenerate even when a complete output with the same seed and scale exists.
     """
     if scale not in SCALES:
-        raise SampleDataError(f"sample data: unknown scale {scale!r}; choose one of {', '.join(PUBLIC_SCALES)}")
+        raise SampleDataError(f"sample data: unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SampleDataError(f"sample data: seed must be a non-negative integer, got {seed!r}")
     out = storage.normalize(out_uri)
@@ -630,20 +630,20 @@ def _coco_items(root: str, n: int, options: Mapping[str, Any] | None) -> Iterato
     for im in doc["images"][:n]:
         anns = [a for a in doc["annotations"] if a["image_id"] == im["id"]]
         boxes = [((x, y, x + w, y + h), names[a["category_id"]]) for a in anns for x, y, w, h in [a["bbox"]]]
-        data = storage.read_bytes(storage.join(root, "coco", "images", "train", im["file_name"]), options)
+        data = storage.read_bytes(storage.join(root, SAMPLE_DATA["coco_train"], im["file_name"]), options)
         yield data, boxes, f"coco {im['file_name']}"
 
 
 def _imagenet_items(root: str, n: int, options: Mapping[str, Any] | None) -> Iterator[tuple[bytes, list, str]]:
     step = max(1, len(FINE) // n)
     for f in FINE[::step][:n]:
-        uri = storage.join(root, "imagenet", "train", f.wnid, f"{f.wnid}_1.JPEG")
+        uri = storage.join(root, SAMPLE_DATA["imagenet_train"], f.wnid, f"{f.wnid}_1.JPEG")
         yield storage.read_bytes(uri, options), [], f"{f.wnid} {f.name}"
 
 
 def _det_items(root: str, n: int, options: Mapping[str, Any] | None) -> Iterator[tuple[bytes, list, str]]:
     names = {wnid: (name, status) for wnid, _, name, status in det_classes()}
-    xmls = storage.list_files(storage.join(root, "imagenet_det", "Annotations", "DET", "val"), options, ".xml")
+    xmls = storage.list_files(storage.join(root, SAMPLE_DATA["det_val"], "Annotations", "DET", "val"), options, ".xml")
     for xml_uri in xmls[:n]:
         ann = ET.fromstring(storage.read_bytes(xml_uri, options))
         boxes = []
@@ -653,7 +653,7 @@ def _det_items(root: str, n: int, options: Mapping[str, Any] | None) -> Iterator
             name, status = names[obj.findtext("name")]
             boxes.append((xyxy, f"{name} ({status})"))
         stem = ann.findtext("filename")
-        data = storage.read_bytes(storage.join(root, "imagenet_det", "Data", "DET", "val", f"{stem}.JPEG"), options)
+        data = storage.read_bytes(storage.join(root, SAMPLE_DATA["det_val"], "Data", "DET", "val", f"{stem}.JPEG"), options)
         yield data, boxes, f"det {stem}"
 
 

@@ -9,6 +9,7 @@ convolution keeps the size the head needs.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -35,7 +36,14 @@ _REGISTRY: dict[str, Callable[..., DarknetNet]] = {}
 
 
 def register_model(fn: Callable[..., DarknetNet]) -> Callable[..., DarknetNet]:
-    _REGISTRY[fn.__name__] = fn
+    """Register a model builder under its function name; a second one of that name replaces the
+    first with a warning (as timm's registry does), so a clash never passes unnoticed."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        old = _REGISTRY[name]
+        warnings.warn(f"model {name!r} registered again: {fn.__module__}.{fn.__qualname__} replaces "
+                      f"{old.__module__}.{old.__qualname__}", stacklevel=2)
+    _REGISTRY[name] = fn
     return fn
 
 

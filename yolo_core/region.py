@@ -133,6 +133,22 @@ def _label_paths(parent: Tensor) -> Tensor:
         cols.append(nxt)
 
 
+@dataclass
+class RegionTargets:
+    """What :meth:`RegionLoss.build_targets` assigns in a batch (flat indices run over image,
+    anchor, row, column)."""
+
+    responsible: tuple[Tensor, Tensor, Tensor, Tensor]  # (image, anchor, row, col) of each truth's predictor
+    truth: Tensor  # (R, 4) the truth each responsible prediction answers, cxcywh fractions
+    responsible_pos: Tensor  # (R,) their flat indices
+    obj_target: Tensor  # (R,) objectness targets: IoU with the truth (rescore) or 1
+    noobj_mask: Tensor  # (B * cells,) predictions penalised toward objectness 0
+    is_cls: Tensor  # (B,) classification-only images
+    cls_pos: Tensor  # flat index of the prediction chosen in each classification image
+    class_pos: Tensor  # flat indices that get a class loss (truths' cells, then the chosen ones)
+    class_label: Tensor  # their class / tree node
+
+
 class RegionLoss(nn.Module):
     """YOLOv2 / YOLO9000 region loss with darknet's semantics (see the module docstring).
 
@@ -193,19 +209,25 @@ class RegionLoss(nn.Module):
         darknet does (including this batch).
         """
         v = _split(raw.float(), self.num_anchors, self.num_classes)
-        bsz, num_a, _, gh, gw = v.shape
-        cells = num_a * gh * gw
-        boxes, labels, image_label = self._check_targets(targets, bsz, raw.device)
+        boxes, labels, image_label = self._check_targets(targets, v.shape[0], raw.device)
         if self.tree is not None:
             self.tree = self.tree.to(raw.device)
-        anchors = self.anchors.float()
-
         # One slice for the five box entries: each slice of v costs a full-size gradient buffer.
         head = v[:, :, :5]
         sx, sy, tw, th = head[:, :, 0].sigmoid(), head[:, :, 1].sigmoid(), head[:, :, 2], head[:, :, 3]
         obj = head[:, :, 4].sigmoid()
-        with torch.no_grad():
-            pred = _decode(sx, sy, tw, th, anchors)
+        t = self.build_targets(v, sx, sy, tw, th, obj, boxes, labels, image_label)
+        return self._loss(v, sx, sy, tw, th, obj, t, seen)
+
+    @torch.no_grad()
+    def build_targets(self, v: Tensor, sx: Tensor, sy: Tensor, tw: Tensor, th: Tensor, obj: Tensor,
+                      boxes: Tensor, labels: Tensor, image_label: Tensor) -> RegionTargets:
+        """Target assignment (no gradients): which prediction answers which truth, the objectness
+        targets and the no-object mask (lightnet's ``build_targets`` has the same role)."""
+        bsz, num_a, _, gh, gw = v.shape
+        cells = num_a * gh * gw
+        anchors = self.anchors.float()
+        pred = _decode(sx, sy, tw, th, anchors)
 
         is_cls = image_label >= 0
         # Truths darknet sees: boxes of detection images, at most max_boxes per image.
@@ -213,9 +235,8 @@ class RegionLoss(nn.Module):
         valid &= valid.cumsum(1) <= self.max_boxes
 
         # No-object mask: predictions overlapping no truth by more than `thresh`.
-        with torch.no_grad():
-            ious = box_iou_cxcywh(pred.view(bsz, cells, 4), boxes).masked_fill(~valid[:, None, :], 0)
-            best = ious.amax(-1) if ious.shape[-1] else ious.new_zeros(bsz, cells)
+        ious = box_iou_cxcywh(pred.view(bsz, cells, 4), boxes).masked_fill(~valid[:, None, :], 0)
+        best = ious.amax(-1) if ious.shape[-1] else ious.new_zeros(bsz, cells)
         noobj_mask = (best <= self.thresh).view(-1)
 
         # Assignment: centre cell, best anchor by shape; the last truth per slot wins.
@@ -229,31 +250,14 @@ class RegionLoss(nn.Module):
         shape_iou = inter / (tw_[:, None] * th_[:, None] + aw * ah - inter)
         an = shape_iou.argmax(-1)  # first best, like darknet's strict '>'
         pos = ((bi * num_a + an) * gh + cj) * gw + ci
-        order = torch.arange(pos.numel(), device=raw.device)
-        last = torch.full((bsz * cells,), -1, dtype=torch.long, device=raw.device)
+        order = torch.arange(pos.numel(), device=v.device)
+        last = torch.full((bsz * cells,), -1, dtype=torch.long, device=v.device)
         last = last.scatter_reduce(0, pos, order, reduce="amax")
         win = last[pos] == order
-
-        # Coordinates and objectness of responsible predictions.
-        wb, wa, wj, wi = bi[win], an[win], cj[win], ci[win]
+        resp = (bi[win], an[win], cj[win], ci[win])
         wt = truth[win]
-        w_tx, w_ty, w_tw, w_th = wt.unbind(-1)
-        scale = self.coord_scale * ((2 - w_tw * w_th) if self.variant == "head" else torch.ones_like(w_tw))
-        coord_err = ((w_tx * gw - wi - sx[wb, wa, wj, wi]) ** 2 + (w_ty * gh - wj - sy[wb, wa, wj, wi]) ** 2
-                     + (torch.log(w_tw * gw / anchors[wa, 0]) - tw[wb, wa, wj, wi]) ** 2
-                     + (torch.log(w_th * gh / anchors[wa, 1]) - th[wb, wa, wj, wi]) ** 2)
-        coord = .5 * (scale * coord_err).sum()
-        obj_target = aligned_iou_cxcywh(pred[wb, wa, wj, wi], wt) if self.rescore else torch.ones_like(w_tx)
-        obj_loss = .5 * self.object_scale * ((obj_target - obj[wb, wa, wj, wi]) ** 2).sum()
+        obj_target = aligned_iou_cxcywh(pred[resp], wt) if self.rescore else torch.ones_like(wt[:, 0])
         noobj_mask[pos[win]] = False
-
-        # Warm-up toward the anchors' priors for unassigned predictions of detection images.
-        prior = coord.new_zeros(())
-        if seen < self.warmup_images:
-            prior_mask = (~is_cls).view(bsz, 1).expand(bsz, cells).reshape(-1).clone()
-            prior_mask[pos[win]] = False
-            prior_err = (.5 - sx) ** 2 + (.5 - sy) ** 2 + tw ** 2 + th ** 2
-            prior = .5 * .01 * (prior_err.reshape(-1) * prior_mask).sum()
 
         # Classification-only images: the prediction most likely to be the label.
         cls_img = is_cls.nonzero(as_tuple=True)[0]
@@ -267,13 +271,41 @@ class RegionLoss(nn.Module):
         noobj_mask[cls_pos] = False
         if self.variant == "paper":
             noobj_mask &= ~is_cls.repeat_interleave(cells)
+        return RegionTargets(
+            responsible=resp, truth=wt, responsible_pos=pos[win], obj_target=obj_target, noobj_mask=noobj_mask,
+            is_cls=is_cls, cls_pos=cls_pos, class_pos=torch.cat([pos, cls_pos]),
+            class_label=torch.cat([labels[bi, ti], image_label[cls_img]]))
+
+    def _loss(self, v: Tensor, sx: Tensor, sy: Tensor, tw: Tensor, th: Tensor, obj: Tensor, t: RegionTargets,
+              seen: int) -> dict[str, Tensor]:
+        """The loss arithmetic on assigned targets (darknet's deltas, as squared errors)."""
+        bsz, num_a, _, gh, gw = v.shape
+        cells = num_a * gh * gw
+        anchors = self.anchors.float()
+        # Coordinates and objectness of responsible predictions.
+        wb, wa, wj, wi = t.responsible
+        w_tx, w_ty, w_tw, w_th = t.truth.unbind(-1)
+        scale = self.coord_scale * ((2 - w_tw * w_th) if self.variant == "head" else torch.ones_like(w_tw))
+        coord_err = ((w_tx * gw - wi - sx[wb, wa, wj, wi]) ** 2 + (w_ty * gh - wj - sy[wb, wa, wj, wi]) ** 2
+                     + (torch.log(w_tw * gw / anchors[wa, 0]) - tw[wb, wa, wj, wi]) ** 2
+                     + (torch.log(w_th * gh / anchors[wa, 1]) - th[wb, wa, wj, wi]) ** 2)
+        coord = .5 * (scale * coord_err).sum()
+        obj_loss = .5 * self.object_scale * ((t.obj_target - obj[wb, wa, wj, wi]) ** 2).sum()
+
+        # Warm-up toward the anchors' priors for unassigned predictions of detection images.
+        prior = coord.new_zeros(())
+        if seen < self.warmup_images:
+            prior_mask = (~t.is_cls).view(bsz, 1).expand(bsz, cells).reshape(-1).clone()
+            prior_mask[t.responsible_pos] = False
+            prior_err = (.5 - sx) ** 2 + (.5 - sy) ** 2 + tw ** 2 + th ** 2
+            prior = .5 * .01 * (prior_err.reshape(-1) * prior_mask).sum()
+
         if self.variant in ("j17", "paper"):
-            o = obj.reshape(-1)[cls_pos]
+            o = obj.reshape(-1)[t.cls_pos]
             obj_loss = obj_loss + .5 * self.object_scale * ((.3 - o).clamp(min=0) ** 2).sum()
 
-        noobj = .5 * self.noobject_scale * ((obj ** 2).reshape(-1) * noobj_mask).sum()
-        cls = self._class_loss(v, torch.cat([pos, cls_pos]),
-                               torch.cat([labels[bi, ti], image_label[cls_img]]))
+        noobj = .5 * self.noobject_scale * ((obj ** 2).reshape(-1) * t.noobj_mask).sum()
+        cls = self._class_loss(v, t.class_pos, t.class_label)
 
         parts = {"coord": coord, "obj": obj_loss, "noobj": noobj, "cls": cls, "prior": prior}
         parts = {k: p / bsz for k, p in parts.items()}

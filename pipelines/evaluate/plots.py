@@ -16,15 +16,6 @@ import numpy as np
 from pipelines.evaluate.metrics import ClassAP
 
 
-def hierarchical_label(node: int, names: Sequence[str], parents: Sequence[int], levels: int = 3) -> str:
-    """The node's name followed by up to ``levels - 1`` ancestor names, joined with ' < '."""
-    parts = []
-    while node >= 0 and len(parts) < levels:
-        parts.append(names[node])
-        node = int(parents[node])
-    return " < ".join(parts)
-
-
 def _color(key: int) -> tuple[int, int, int]:
     # Golden-ratio hue steps: neighbouring class ids get clearly different colours.
     r, g, b = colorsys.hsv_to_rgb((key * 0.618033988749895) % 1.0, 0.85, 0.95)

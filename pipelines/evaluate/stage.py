@@ -1,6 +1,6 @@
 """The `evaluate` stage: shards in, predictions + per-class AP + mAP (all / seen / unseen) out.
 
-    run_evaluate(cfg, model, shards=[".../shards/imagenet_det-val"], tree=wordtree,
+    run_evaluate(cfg, model, shards=[".../shards/imagenet_det-val"], tree=Tree.from_wordtree(wordtree),
                  det_classes=load_det200(), out_uri=".../eval/imagenet_det-val", split=seen_unseen(...))
 
 Writes under ``out_uri``: ``predictions/`` (Parquet, one row per image), ``per_class.csv``,
@@ -29,10 +29,11 @@ from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.evaluate import metrics as M
 from pipelines.evaluate import plots
-from pipelines.evaluate.inference import open_image, predict_shards, read_predictions
+from pipelines.inference import hierarchical_label, open_image, predict_shards, read_predictions
+from pipelines.shards import GROUND_TRUTH_COLUMNS, INFERENCE_COLUMNS, shard_files
+from yolo_core.tree import Tree
 
 log = logging.getLogger(__name__)
-GT_COLUMNS = ["image_id", "orig_width", "orig_height", "boxes", "box_labels"]
 
 
 @dataclass
@@ -47,24 +48,15 @@ class EvalResult:
     files: list[str] = field(default_factory=list)
 
 
-def runtime_tree(tree: Any) -> Any:
-    """A yolo_core Tree from a WordTree (or a yolo_core Tree as it is; None stays None)."""
-    if tree is None or hasattr(tree, "log_softmax"):
-        return tree
-    from yolo_core.tree import Tree
-
-    return Tree.from_wordtree(tree)
-
-
-def tree_lists(tree: Any) -> tuple[list[str], list[str], list[int]]:
-    """(wnids, names, parents) of a WordTree or a yolo_core Tree."""
-    parents = tree.parents if hasattr(tree, "parents") else tree.parent.tolist()
+def tree_lists(tree: Tree) -> tuple[list[str], list[str], list[int]]:
+    """(wnids, names, parents) of a tree; node numbers stand in for missing wnids and names."""
+    parents = tree.parent.tolist()
     wnids = list(tree.wnids) if tree.wnids is not None else [str(k) for k in range(len(parents))]
     names = list(tree.names) if tree.names is not None else wnids  # a bare .tree file has no names
     return wnids, names, [int(p) for p in parents]
 
 
-def class_subset_of(tree: Any, det_wnids: Sequence[str]) -> list[int]:
+def class_subset_of(tree: Tree, det_wnids: Sequence[str]) -> list[int]:
     """Tree node of each evaluated class, or an error naming the first class missing from the tree."""
     wnids, _, _ = tree_lists(tree)
     index = {w: i for i, w in enumerate(wnids)}
@@ -75,7 +67,7 @@ def class_subset_of(tree: Any, det_wnids: Sequence[str]) -> list[int]:
     return [index[w] for w in det_wnids]
 
 
-def ancestor_classes(tree: Any, det_wnids: Sequence[str]) -> dict[str, list[str]]:
+def ancestor_classes(tree: Tree, det_wnids: Sequence[str]) -> dict[str, list[str]]:
     """For each evaluated class, the evaluated classes above it in the tree (nearest first).
 
     ImageNet DET-200 has none (no DET class is a WordNet ancestor of another); the sample DET
@@ -93,16 +85,6 @@ def ancestor_classes(tree: Any, det_wnids: Sequence[str]) -> dict[str, list[str]
         if up:
             out[w] = up
     return out
-
-
-def shard_files(shards: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    files = []
-    for uri in shards:
-        found = [uri] if uri.endswith(".parquet") else storage.list_files(uri, storage_options, ".parquet")
-        if not found:
-            raise StageError(f"evaluate: no shard files (*.parquet) under {storage.redact_uri(uri)}")
-        files.extend(found)
-    return files
 
 
 def model_digest(model: Any) -> str:
@@ -125,7 +107,7 @@ def _read_columns(files: Sequence[str], columns: Sequence[str], storage_options:
     return pa.concat_tables(tables)
 
 
-def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], tree: Any,
+def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], tree: Tree | None,
                  det_classes: Sequence[tuple[str, Any, str]], out_uri: str, *,
                  split: Mapping[str, str] | None = None, run_id: str | None = None,
                  train_run_id: str | None = None, log_mlflow: bool = True) -> EvalResult:
@@ -142,9 +124,8 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
     model, tree = _resolve_model(model_or_checkpoint, tree)
     wnids = [str(c[0]) for c in det_classes]
     names = [str(c[2]) for c in det_classes]
-    rt_tree = runtime_tree(tree)
-    if rt_tree is not None:
-        subset: list[int] | None = class_subset_of(rt_tree, wnids)
+    if tree is not None:
+        subset: list[int] | None = class_subset_of(tree, wnids)
     else:
         if model.num_classes != len(wnids):
             raise StageError(f"evaluate: a model without a tree has {model.num_classes} classes but "
@@ -152,7 +133,7 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
         subset = None
     files = shard_files(shards, opts)
     key = manifest.stable_hash([manifest.fingerprint_uris(list(shards), opts), model_digest(model),
-                                tree_lists(rt_tree) if rt_tree is not None else None, wnids, dict(split or {})])
+                                tree_lists(tree) if tree is not None else None, wnids, dict(split or {})])
     config_hash = cfg.hash("eval")
     if manifest.is_complete(out_uri, key, config_hash, opts):
         m = manifest.read_manifest(out_uri, opts)
@@ -166,15 +147,15 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
         ray.init(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, include_dashboard=False)
     pred_uri = storage.join(out_uri, "predictions")
     started = time.perf_counter()
-    num_images = predict_shards(model, files, pred_uri, tree=rt_tree, class_subset=subset, input_size=e.input_size,
+    num_images = predict_shards(model, files, pred_uri, tree=tree, class_subset=subset, input_size=e.input_size,
                                 thresh=e.thresh, hier_thresh=e.hier_thresh, nms=e.nms, batch_size=e.batch_size,
                                 storage_options=opts)
     took = time.perf_counter() - started
     # Ray Data's bars showed the rows going through; this line stays in logs that have no bars.
     log.info("evaluate: %d images predicted in %.1f s (%.1f images/s)", num_images, took, num_images / max(took, 1e-9))
-    gt = M.ground_truth_from_shards(_read_columns(files, GT_COLUMNS, opts), wnids, names,
+    gt = M.ground_truth_from_shards(_read_columns(files, GROUND_TRUTH_COLUMNS, opts), wnids, names,
                                     source=", ".join(storage.redact_uri(s) for s in shards),
-                                    implied=ancestor_classes(rt_tree, wnids) if rt_tree is not None else None)
+                                    implied=ancestor_classes(tree, wnids) if tree is not None else None)
     preds = M.predictions_from_table(read_predictions(pred_uri, opts), gt, source=storage.redact_uri(pred_uri))
     res = M.ap50(gt, preds)
     summary = M.summarize(res.ap50, wnids, split)
@@ -188,7 +169,7 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     storage.write_bytes(storage.join(out_uri, "pr_curves.png"), buf.getvalue(), opts)
-    drawn = _draw_examples(files, gt, preds, rt_tree, subset, names, e.draw_images, opts)
+    drawn = _draw_examples(files, gt, preds, tree, subset, names, e.draw_images, opts)
     for image_id, img in drawn:
         b = io.BytesIO()
         img.save(b, format="JPEG", quality=90)
@@ -199,9 +180,8 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
     if log_mlflow:
         run_id = log_evaluation(cfg, summary, csv_text, fig, drawn, run_id, train_run_id)
         from pipelines.lineage import EVALUATION, log_shard_inputs
-        from pipelines.train.tracking import resolve_tracking_uri
 
-        log_shard_inputs(resolve_tracking_uri(cfg), run_id, list(shards), EVALUATION, opts)
+        log_shard_inputs(cfg.mlflow.resolved_tracking_uri(), run_id, list(shards), EVALUATION, opts)
     storage.write_json(storage.join(out_uri, "metrics.json"),
                        {"metrics": summary, "per_class": rows, "run_id": run_id}, opts)
     manifest.commit(out_uri, manifest.Manifest(
@@ -212,7 +192,7 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
     return EvalResult(summary, rows, out_uri, num_images, int(len(preds.scores)), run_id, files=written)
 
 
-def _resolve_model(model_or_checkpoint: Any, tree: Any) -> tuple[Any, Any]:
+def _resolve_model(model_or_checkpoint: Any, tree: Tree | None) -> tuple[Any, Tree | None]:
     """A model object, or one loaded from an MLflow pyfunc model (its own tree unless one is given)."""
     if not isinstance(model_or_checkpoint, str):
         return model_or_checkpoint, tree
@@ -222,7 +202,7 @@ def _resolve_model(model_or_checkpoint: Any, tree: Any) -> tuple[Any, Any]:
     return detector.model.cpu(), tree if tree is not None else detector.tree
 
 
-def _draw_examples(files: Sequence[str], gt: M.GroundTruth, preds: M.Predictions, tree: Any,
+def _draw_examples(files: Sequence[str], gt: M.GroundTruth, preds: M.Predictions, tree: Tree | None,
                    subset: Sequence[int] | None, names: Sequence[str], count: int,
                    opts: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """The first ``count`` images with their detections above .25 drawn, labelled hierarchically."""
@@ -230,10 +210,10 @@ def _draw_examples(files: Sequence[str], gt: M.GroundTruth, preds: M.Predictions
         return []
     if tree is not None:
         _, tnames, parents = tree_lists(tree)
-        labels = [plots.hierarchical_label(node, tnames, parents) for node in subset]
+        labels = [hierarchical_label(node, tnames, parents) for node in subset]
     else:
         labels = list(names)
-    table = _read_columns(files[:1], ["image_id", "image", "orig_width", "orig_height"], opts).slice(0, count)
+    table = _read_columns(files[:1], INFERENCE_COLUMNS, opts).slice(0, count)
     index = gt.image_index()
     out = []
     for row in table.to_pylist():
@@ -253,9 +233,8 @@ def log_evaluation(cfg: Config, summary: Mapping[str, float], csv_text: str, fig
     training run), or into a new evaluation run tagged ``y9k.train_run_id``. Returns the run id."""
     import mlflow
 
-    from pipelines.train.tracking import resolve_tracking_uri
 
-    client = mlflow.MlflowClient(resolve_tracking_uri(cfg))
+    client = mlflow.MlflowClient(cfg.mlflow.resolved_tracking_uri())
     if run_id is None:
         exp = client.get_experiment_by_name(cfg.mlflow.experiment)
         exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+
+from pipelines.config import Config
 
 
-def ensure_ray(cfg: Any) -> None:
+def ensure_ray(cfg: Config) -> None:
     """Start or join Ray as the config says, unless this process is already connected."""
     import ray
 
@@ -21,7 +22,7 @@ def ensure_ray(cfg: Any) -> None:
         ray.init(address="local", num_cpus=cfg.ray.num_cpus or local_cpus(cfg), include_dashboard=False)
 
 
-def local_cpus(cfg: Any) -> int:
+def local_cpus(cfg: Config) -> int:
     """Logical CPUs for a local instance: the machine's cores, or more when training needs them.
 
     The training workers and each data stream hold whole CPUs (see train.stage); the streams wait

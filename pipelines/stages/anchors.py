@@ -1,6 +1,6 @@
 """Anchors stage: detection boxes in the shards -> k IoU k-means priors in grid units.
 
-    result = run_anchors(cfg)                       # every shard directory under storage.root
+    result = run_anchors(cfg)                       # the anchor splits (pipelines.layout: coco-train, voc-trainval)
     result = run_anchors(cfg, [".../shards/coco-train"], out_uri=".../anchors")
 
 Boxes are read with Ray Data from the ``boxes`` column only (Parquet column projection: image
@@ -28,8 +28,10 @@ from typing import Any
 import numpy as np
 
 from pipelines import manifest, storage
+from pipelines.config import Config
 from pipelines.errors import StageError
-from pipelines.stages.ingest import shard_files
+from pipelines.layout import ANCHORS, Layout
+from pipelines.shards import BOX_COLUMNS, shard_files
 from yolo_core.kmeans import avg_iou_curve, best_possible_recall
 
 log = logging.getLogger(__name__)
@@ -58,24 +60,17 @@ class AnchorsResult:
         return "\n".join(lines)
 
 
-def shard_dirs(root: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """Every committed shard directory under ``<root>/shards``."""
-    base = storage.join(storage.normalize(root), "shards")
-    found = storage.list_files(base, storage_options, suffix=manifest.MANIFEST_NAME)
-    return sorted(f.rsplit("/", 1)[0] for f in found)
-
-
 def read_box_sizes(shards: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """(N, 2) normalized box widths and heights of every shard row, read with Ray Data."""
     import pyarrow.compute as pc
     import ray
 
-    files = [f for d in shards for f in shard_files(d, storage_options)]
+    files = shard_files(shards, storage_options)
     if not files:
         raise StageError("anchors: the shards hold no files (no accepted images)")
     fs, _ = storage.filesystem(files[0], storage_options)
     paths = [storage.filesystem(f, storage_options)[1] for f in files]
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=["boxes"])
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=BOX_COLUMNS)
     parts = []
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=4096):
         flat = pc.list_flatten(batch.column("boxes"))  # one entry per box: fixed_size_list<float32>[4]
@@ -109,17 +104,19 @@ def _plot(curve: list[dict[str, Any]], k: int, title: str) -> bytes:
     return buf.getvalue()
 
 
-def run_anchors(cfg: Any, shards: Sequence[str] | None = None, out_uri: str | None = None) -> AnchorsResult:
-    """Compute the anchors from detection shards (default: all under storage.root); see module doc."""
+def run_anchors(cfg: Config, shards: Sequence[str] | None = None, out_uri: str | None = None) -> AnchorsResult:
+    """Compute the anchors from detection shards (default: the committed anchor splits of
+    :mod:`pipelines.layout`, never evaluation data); see module doc."""
     from pipelines.stages import ensure_ray
 
     opts = cfg.storage.options
     a = cfg.anchors
-    shards = [storage.normalize(s) for s in (shards or shard_dirs(cfg.storage.root, opts))]
+    layout = Layout.of(cfg)
+    shards = [storage.normalize(s) for s in (shards or layout.splits_for(ANCHORS))]
     if not shards:
-        raise StageError(f"anchors: no ingested shards under {storage.redact_uri(cfg.storage.root)}/shards; "
+        raise StageError(f"anchors: no ingested detection training shards under {storage.redact_uri(layout.shards)}; "
                          "run `y9k ingest` first")
-    out_uri = storage.normalize(out_uri or storage.join(storage.normalize(cfg.storage.root), "anchors"))
+    out_uri = storage.normalize(out_uri or layout.anchors)
     fingerprint = manifest.fingerprint_uris(shards, opts)
     chash = cfg.hash("anchors")
     if manifest.is_complete(out_uri, fingerprint, chash, opts):

@@ -10,16 +10,10 @@ and write Parquet parts of about ``data.shard_mb`` MiB (a custom datasink: parts
 by the workers, never funnelled through the driver). The driver then writes
 ``rejects/<dataset>-<split>/rejects.parquet`` and, last, ``shards/<dataset>-<split>/manifest.json``
 (input fingerprint, tree hash, config hash, counts, files): without it the directory is an
-interrupted run and readers (:func:`shard_files`) refuse it. Same inputs, tree and config: the
+interrupted run and readers (:func:`pipelines.shards.shard_files`) refuse it. Same inputs, tree and config: the
 source is skipped.
 
-Shard schema (one row per image): ``image_id`` (``<dataset>/<split>/<id>``), ``dataset``,
-``split``, ``kind`` (detection | classification), ``source_uri`` (credentials redacted), ``image``
-(JPEG bytes, longest side <= max_side; the original bytes when the image is already a small
-enough RGB JPEG), ``orig_width``/``orig_height`` and ``width``/``height`` (before and after),
-``boxes`` (normalized cx, cy, w, h relative to the image), ``box_nodes`` (WordTree node per
-box), ``box_labels`` (the original label: COCO name or wnid), ``image_node`` (the image-level
-node of classification rows, -1 for detection rows), ``image_label`` (its wnid, '' otherwise).
+The shard format (schema, columns, committed directories) is :mod:`pipelines.shards`.
 
 Box rule (in pixels of the original image, W x H): a box with width or height <= 0 is
 ``zero or negative area``; a box crossing an image edge by more than 2% of that side is
@@ -50,7 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import manifest, storage
+from pipelines.config import Config
 from pipelines.errors import StageError
+from pipelines.layout import Layout
 from pipelines.readers import (
     CORRUPT,
     DEGENERATE,
@@ -65,21 +61,15 @@ from pipelines.readers import (
     Source,
     reject,
 )
+from pipelines.shards import SCHEMA_VERSION, SHARD_SCHEMA
+from wordtree_build.tree import WordTree
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 BOX_TOLERANCE = 0.02  # fraction of the image side a box may cross before it is rejected
 MIN_BOX_PX = 1.0
 MAX_BLOCK_IMAGES = 256  # images per Ray Data task (see _records_dataset)
 
-SHARD_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("kind", pa.string()),
-    ("source_uri", pa.string()), ("image", pa.binary()),
-    ("orig_width", pa.int32()), ("orig_height", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_nodes", pa.list_(pa.int32())),
-    ("box_labels", pa.list_(pa.string())), ("image_node", pa.int32()), ("image_label", pa.string()),
-])
 REJECT_SCHEMA = pa.schema([("source", pa.string()), ("record", pa.string()), ("field", pa.string()),
                            ("reason", pa.string()), ("detail", pa.string()), ("level", pa.string())])
 # What the driver hands to the workers (pipelines.readers.image_record), typed once.
@@ -350,7 +340,7 @@ class IngestResult:
                 f"rejects by reason: {self.rejects_text() or 'none'}")
 
 
-def _config_hash(cfg: Any, tree_hash: str, source: Source) -> str:
+def _config_hash(cfg: Config, tree_hash: str, source: Source) -> str:
     d = cfg.data
     return manifest.stable_hash({"schema": SCHEMA_VERSION, "tree": tree_hash, "source": [source.dataset, source.split],
                                  "max_side": d.max_side, "quality": d.jpeg_quality, "shard_mb": d.shard_mb,
@@ -386,15 +376,15 @@ def _records_dataset(records: list[dict[str, Any]]):
     return ray.data.from_arrow([table.slice(i, per) for i in range(0, table.num_rows, per)])
 
 
-def ingest_source(cfg: Any, tree: Any, source: Source, out_root: str | None = None,
+def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | None = None,
                   mapper: LabelMapper | None = None) -> SourceResult:
     """Ingest one dataset split (skipped when its manifest matches); see the module docstring."""
     import ray
 
     opts = cfg.storage.options
-    root = storage.normalize(out_root or cfg.storage.root)
-    out_dir = storage.join(root, "shards", source.name)
-    rej_dir = storage.join(root, "rejects", source.name)
+    layout = Layout(storage.normalize(out_root or cfg.storage.root), opts)
+    out_dir = layout.shard_dir(source.dataset, source.split)
+    rej_dir = layout.rejects_dir(source.dataset, source.split)
     res = SourceResult(source=source.name, shards_uri=out_dir, rejects_uri=storage.join(rej_dir, "rejects.parquet"))
     fingerprint = manifest.fingerprint_uris(source.input_uris(), opts)
     chash = _config_hash(cfg, tree.content_hash(), source)
@@ -492,7 +482,7 @@ def _user_facing_cause(e: BaseException) -> IngestRejectError | None:
     return None
 
 
-def run_ingest(cfg: Any, tree: Any, sources: Sequence[Source], out_root: str | None = None) -> IngestResult:
+def run_ingest(cfg: Config, tree: WordTree, sources: Sequence[Source], out_root: str | None = None) -> IngestResult:
     """Ingest every source into ``<out_root or storage.root>/shards/<dataset>-<split>/``."""
     from pipelines.stages import ensure_ray
     from wordtree_build.wordnet import load_wordnet
@@ -506,17 +496,8 @@ def run_ingest(cfg: Any, tree: Any, sources: Sequence[Source], out_root: str | N
 
 
 # --------------------------------------------------------------------------------------------
-# Reading shards back, and sources from the config
+# Sources from the config
 # --------------------------------------------------------------------------------------------
-
-
-def shard_files(shards_uri: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """The committed part files of one shard directory (refuses an incomplete one)."""
-    m = manifest.read_manifest(shards_uri, storage_options)
-    if m is None:
-        raise StageError(f"{storage.redact_uri(shards_uri)}: no manifest.json: not an ingest output, or an "
-                         "interrupted run; run `y9k ingest` again")
-    return [storage.join(shards_uri, f["name"]) for f in m.files]
 
 
 def coco_source(uri: str, split: str, storage_options: Mapping[str, Any] | None = None) -> Source:
@@ -555,7 +536,7 @@ def voc_source(uri: str, split: str = "trainval", storage_options: Mapping[str, 
                   image_list=lst if storage.exists(lst, storage_options) else None)
 
 
-def sources_from_config(cfg: Any) -> list[Source]:
+def sources_from_config(cfg: Config) -> list[Source]:
     """The sources named in ``data.*`` (unset ones are left out)."""
     d, opts = cfg.data, cfg.storage.options
     out = []
@@ -571,16 +552,3 @@ def sources_from_config(cfg: Any) -> list[Source]:
         out.append(voc_source(d.voc, "trainval", opts))
     return out
 
-
-def sample_sources(root: str) -> list[Source]:
-    """The sources of :func:`pipelines.sample_data.generate` output under ``root``."""
-    root = storage.normalize(root)
-    return [
-        Source("coco", "train", images=storage.join(root, "coco/images/train"),
-               annotations=storage.join(root, "coco/annotations/instances_train.json")),
-        Source("coco", "val", images=storage.join(root, "coco/images/val"),
-               annotations=storage.join(root, "coco/annotations/instances_val.json")),
-        Source("imagenet", "train", images=storage.join(root, "imagenet/train")),
-        Source("imagenet_det", "val", images=storage.join(root, "imagenet_det/Data/DET/val"),
-               annotations=storage.join(root, "imagenet_det/Annotations/DET/val")),
-    ]

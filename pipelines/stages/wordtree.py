@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import manifest, storage
+from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.readers import Source, is_wnid
 
@@ -126,7 +127,7 @@ def det_classes_for(det_root: str | None, opts: Mapping[str, Any] | None, explic
     return [DetClass(w, int(i), n) for w, i, n in load_det200()]
 
 
-def collect_labels(cfg: Any, sources: Sequence[Source]) -> LabelSet:
+def collect_labels(cfg: Config, sources: Sequence[Source]) -> LabelSet:
     opts = cfg.storage.options
     detection: list[str] = []
     classification: list[str] = []
@@ -144,7 +145,7 @@ def collect_labels(cfg: Any, sources: Sequence[Source]) -> LabelSet:
     return LabelSet(sorted(set(detection)), sorted(set(classification)), det)
 
 
-def _label_list(cfg: Any, labels: LabelSet) -> tuple[list[str], str]:
+def _label_list(cfg: Config, labels: LabelSet) -> tuple[list[str], str]:
     spec = cfg.wordtree.labels
     if spec == "auto":
         return sorted(labels.all_wnids()), "labels found in the datasets"
@@ -161,7 +162,7 @@ def _label_list(cfg: Any, labels: LabelSet) -> tuple[list[str], str]:
     return list(base) + extra, source
 
 
-def _fingerprint(cfg: Any, sources: Sequence[Source]) -> str:
+def _fingerprint(cfg: Config, sources: Sequence[Source]) -> str:
     # The labels depend only on annotation files and folder names, not on the images.
     uris = [s.annotations for s in sources if s.annotations and s.dataset == "coco"]
     names = []
@@ -175,11 +176,11 @@ def _fingerprint(cfg: Any, sources: Sequence[Source]) -> str:
                                  sorted(s.dataset for s in sources)])
 
 
-def stage_key(cfg: Any, sources: Sequence[Source]) -> tuple[str, str]:
+def stage_key(cfg: Config, sources: Sequence[Source]) -> tuple[str, str]:
     return _fingerprint(cfg, sources), cfg.hash("wordtree")
 
 
-def run_wordtree(cfg: Any, sources: Sequence[Source], out_uri: str) -> WordTreeResult:
+def run_wordtree(cfg: Config, sources: Sequence[Source], out_uri: str) -> WordTreeResult:
     """Build (or reuse) the WordTree for these sources and write it with its maps."""
     from wordtree_build import labelmaps
     from wordtree_build.build import build_wordtree

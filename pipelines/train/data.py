@@ -29,13 +29,12 @@ import torch.nn.functional as F
 
 from pipelines.config import TrainConfig
 from pipelines.errors import PipelineError
+from pipelines.shards import KIND_COLUMNS, TRAIN_COLUMNS, shard_files
 
 # Darknet keeps at most 30 truth boxes per image (region_layer.c); later ones are cut.
 MAX_BOXES = 30
 # Darknet's augmentation settings from the yolov2 / yolo9000 cfgs.
 AUGMENT = {"jitter": 0.2, "hue": 0.1, "saturation": 1.5, "exposure": 1.5, "flip": True}
-# Columns the training path reads from a shard (see the shard contract).
-SHARD_COLUMNS = ["image_id", "kind", "image", "boxes", "box_nodes", "image_node"]
 # The number of final steps darknet trains at the largest size, capped for short runs.
 FINAL_STEPS_AT_MAX = 200
 # A pass over the shards (one Ray Data execution) lasts at least this many steps, or holds at most
@@ -164,19 +163,16 @@ def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | 
 
     from pipelines import storage
 
-    files: list[str] = []
-    for uri in shard_uris:
-        found = storage.list_files(uri, storage_options, suffix=".parquet")
-        if not found:
-            raise ShardDataError(f"shard directory {storage.redact_uri(uri)}: no .parquet files")
-        files.extend(found)
+    files = shard_files(shard_uris, storage_options)
+    if not files:
+        raise ShardDataError(f"shard directories {[storage.redact_uri(u) for u in shard_uris]}: no part files")
     fs = None
     if storage_options and any(storage.is_remote(f) for f in files):
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         fs = PyFileSystem(FSSpecHandler(storage.filesystem(files[0], storage_options)[0]))
     shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=False) if seed is not None else None
-    ds = ray.data.read_parquet(files, columns=SHARD_COLUMNS, filesystem=fs, shuffle=shuffle)
+    ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS, filesystem=fs, shuffle=shuffle)
     if kind is not None:
         ds = ds.filter(expr=f"kind == '{kind}'")
     if epochs > 1:
@@ -197,11 +193,10 @@ def count_kinds(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | 
     from pipelines import storage
 
     counts: dict[str, int] = {}
-    for uri in shard_uris:
-        for f in storage.list_files(uri, storage_options, suffix=".parquet"):
-            fs, path = storage.filesystem(f, storage_options)
-            for kind in pq.read_table(path, columns=["kind"], filesystem=fs)["kind"].to_pylist():
-                counts[kind] = counts.get(kind, 0) + 1
+    for f in shard_files(shard_uris, storage_options):
+        fs, path = storage.filesystem(f, storage_options)
+        for kind in pq.read_table(path, columns=KIND_COLUMNS, filesystem=fs)["kind"].to_pylist():
+            counts[kind] = counts.get(kind, 0) + 1
     return counts
 
 

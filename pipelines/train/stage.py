@@ -24,6 +24,7 @@ from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.lineage import TRAINING, log_shard_inputs
+from pipelines.shards import shard_files
 from pipelines.train.data import (
     batch_split,
     check_rows,
@@ -34,7 +35,8 @@ from pipelines.train.data import (
 )
 from pipelines.train.loop import train_loop_per_worker
 from pipelines.train.progress import TrainProgress
-from pipelines.train.tracking import create_run, resolve_tracking_uri
+from pipelines.train.tracking import create_run
+from wordtree_build.tree import WordTree
 
 log = logging.getLogger("y9k.train")
 
@@ -51,15 +53,12 @@ class TrainResult:
     skipped: bool = False
 
 
-def _tree_payload(tree: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """A WordTree / yolo_core Tree as plain lists for the workers, and its tags."""
+def _tree_payload(tree: WordTree | None) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The tree as plain lists for the workers, and its tags."""
     if tree is None:
         return None, {}
-    parents = [int(p) for p in (tree.parents.tolist() if hasattr(tree.parents, "tolist") else tree.parents)]
-    tags = {"tree_nodes": str(len(parents))}
-    if hasattr(tree, "content_hash"):
-        tags["tree_hash"] = tree.content_hash()
-    return {"parents": parents}, tags
+    parents = [int(p) for p in tree.parents]
+    return {"parents": parents}, {"tree_nodes": str(len(parents)), "tree_hash": tree.content_hash()}
 
 
 def preview_images(shards: Sequence[str], count: int, storage_options: dict[str, Any]) -> list[bytes]:
@@ -69,14 +68,13 @@ def preview_images(shards: Sequence[str], count: int, storage_options: dict[str,
     import pyarrow.parquet as pq
 
     out: list[bytes] = []
-    for uri in shards:
-        for f in storage.list_files(uri, storage_options, suffix=".parquet"):
-            fs, path = storage.filesystem(f, storage_options)
-            table = pq.read_table(path, columns=["kind", "image"], filesystem=fs)
-            table = table.filter(pc.equal(table["kind"], "detection"))
-            out.extend(table["image"].to_pylist()[: count - len(out)])
-            if len(out) >= count:
-                return out
+    for f in shard_files(shards, storage_options):
+        fs, path = storage.filesystem(f, storage_options)
+        table = pq.read_table(path, columns=["kind", "image"], filesystem=fs)
+        table = table.filter(pc.equal(table["kind"], "detection"))
+        out.extend(table["image"].to_pylist()[: count - len(out)])
+        if len(out) >= count:
+            return out
     return out
 
 
@@ -101,7 +99,7 @@ def _storage_filesystem(uri: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(storage.filesystem(uri, options)[0]))
 
 
-def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[Sequence[float]] | None,
+def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors: Sequence[Sequence[float]] | None,
               out_uri: str, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) on the shard directories; ``stop_after`` ends this call at that step
     with a checkpoint (the schedule still spans ``train.max_steps``)."""
@@ -118,9 +116,10 @@ def run_train(cfg: Config, shards: Sequence[str], tree: Any, anchors: Sequence[S
         return TrainResult(out_uri, done.extra.get("run_id"), int(done.counts.get("step", 0)),
                            done.extra.get("checkpoint_uri"), dict(done.extra.get("metrics", {})), skipped=True)
 
+    log.info("train: %s mode on %s", t.mode, ", ".join(storage.redact_uri(s) for s in shards))
     rows_by_kind = check_rows(list(shards), t, opts)
     tree_payload, tags = _tree_payload(tree)
-    tracking_uri = resolve_tracking_uri(cfg)
+    tracking_uri = cfg.mlflow.resolved_tracking_uri()
     run_id = _run_id(cfg, out_uri, tracking_uri, tags)
     log_shard_inputs(tracking_uri, run_id, list(shards), TRAINING, opts)
     epochs = epochs_per_pass(rows_by_kind, t)

@@ -15,19 +15,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.config import Config
-
-
-def resolve_tracking_uri(cfg: Config) -> str:
-    """The config's URI, else MLFLOW_TRACKING_URI, else ./mlflow.db as an absolute sqlite URI
-    (absolute because Ray workers do not share the driver's working directory)."""
-    uri = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
-        return uri
-    return "sqlite:///" + os.path.abspath("mlflow.db")
-
 
 def create_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
     """Create the training run (driver side); returns its id."""

@@ -103,7 +103,7 @@ def bench_inference(num_images: int, repeats: int, gpu: bool) -> dict:
     import torch
     from PIL import Image
 
-    from pipelines.evaluate.inference import Detector, predict_shards
+    from pipelines.inference import Detector, predict_shards
     from yolo_core.models import create_model
     from yolo_core.tree import Tree
 

@@ -35,19 +35,21 @@ def _shard_writer():
 
 def sample_shards(root: Path, cfg) -> tuple[list[str], object]:
     """The user's path on generated sample data: WordTree of its labels, then ingest to shards."""
+    from pipelines.layout import Layout, point_config_at_sample_data
     from pipelines.sample_data import generate
-    from pipelines.stages.ingest import run_ingest, sample_sources
+    from pipelines.stages.ingest import run_ingest, sources_from_config
     from wordtree_build.build import build_wordtree
     from wordtree_build.labelmaps import COCO_CATEGORIES
 
-    sample = root / "sample"
+    sample = Path(Layout.of(cfg).sample)
     generate(str(sample), seed=0, scale="small")
+    point_config_at_sample_data(cfg)
     wnids = {c.wnid for c in COCO_CATEGORIES}
     wnids |= {d.name for d in (sample / "imagenet" / "train").iterdir()}
     wnids |= {line.split("\t")[0] for line in (sample / "imagenet_det" / "det_classes.tsv").read_text().splitlines()
               if line.strip()}
     tree, _ = build_wordtree(sorted(wnids))
-    run_ingest(cfg, tree, sample_sources(str(sample)))
+    run_ingest(cfg, tree, sources_from_config(cfg))
     shards = sorted(str(p) for p in (root / "shards").iterdir() if p.name.endswith("-train"))
     return shards, tree
 

@@ -1,5 +1,6 @@
-"""The whole pipeline as users run it: full.py on a local Ray, and `ray job submit` to a real
-`ray start --head` cluster logging into a real `mlflow server`; then scheduled retraining.
+"""The whole pipeline as users run it: `ray job submit ... python pipelines/full.py` to a real
+`ray start --head` cluster logging into a real `mlflow server`, then the stage commands, `y9k run`
+and scheduled retraining on the same outputs; and `full.py` with every stage on S3 (moto).
 
 Everything runs at a tiny scale (a handful of generated images, a few training steps at 64 px)
 so that the stages' wiring, caching and registry behaviour are what is tested, not accuracy.
@@ -7,8 +8,11 @@ so that the stages' wiring, caching and registry behaviour are what is tested, n
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,15 +37,18 @@ TINY = [
 ]
 
 
-def _args(root: Path, tracking_uri: str, *extra: str) -> list[str]:
-    sets = [*TINY, f"storage.root={root}", f"mlflow.tracking_uri={tracking_uri}", *extra]
-    return [a for s in sets for a in ("--set", s)]
+def _sets(root: Path | str, *extra: str) -> list[str]:
+    return [a for s in [*TINY, f"storage.root={root}", *extra] for a in ("--set", s)]
 
 
-def _full(args: list[str], env: dict | None = None, timeout: int = 900, cwd: Path | None = None
-          ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "pipelines" / "full.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env or _env(), cwd=cwd)
+def _args(root: Path | str, tracking_uri: str, *extra: str) -> list[str]:
+    return _sets(root, f"mlflow.tracking_uri={tracking_uri}", *extra)
+
+
+def _full(args: list[str], env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, str(REPO / "pipelines" / "full.py"), *args], capture_output=True,
+                         text=True, timeout=timeout, env=env or _env())
+    return res
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -67,87 +74,8 @@ def _client(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-@pytest.fixture(scope="module")
-def local_runs(tmp_path_factory) -> dict:
-    """The demo pipeline as a user runs it, once per module (other tests here read what it left):
-    a first run, the same again (cached), a dry-run plan of a changed config, a scheduled retrain
-    with no new data, then one after new images arrived (version 2). Run with the working
-    directory in a temporary folder, so that MLflow's default ./mlruns lands there too."""
-    tmp = tmp_path_factory.mktemp("local-run")
-    root, uri = tmp / "root", f"sqlite:///{tmp / 'mlflow.db'}"
-    runs = {"tmp": tmp, "root": root, "uri": uri}
-    runs["first"] = _full(_args(root, uri), cwd=tmp)
-    if runs["first"].returncode != 0:
-        return runs  # the test reports it
-    runs["again"] = _full(_args(root, uri), cwd=tmp)
-    runs["plan"] = _full(_args(root, uri, "train.lr=0.002") + ["--dry-run"], cwd=tmp)
-    runs["same"] = _full(_args(root, uri) + ["--retrain"], cwd=tmp)
-    extra = tmp / "extra"
-    from pipelines.sample_data import generate
-
-    generate(str(extra), seed=7, scale="tiny")
-    runs["added"] = 0
-    for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
-        dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
-        shutil.copy(src, dst)
-        runs["added"] += 1
-    runs["grown"] = _full(_args(root, uri) + ["--retrain"], cwd=tmp)
-    return runs
-
-
-@pytest.mark.slow
-def test_local_run_cache_dry_run_and_retrain(local_runs):
-    root, uri = local_runs["root"], local_runs["uri"]
-    res = local_runs["first"]
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert set(_statuses(res.stdout).values()) == {"ran"}, res.stdout
-    assert f"registered model: {MODEL} version 1 (now champion: no champion yet)" in res.stdout
-    assert "mlflow ui --backend-store-uri" in res.stdout
-    # Training said what it was doing on the console: a line per train.log_every (2) steps.
-    steps = [ln.split("train: step ", 1)[1].split()[0] for ln in res.stderr.splitlines() if "train: step " in ln]
-    assert steps == ["2/4", "4/4"], res.stderr[-3000:]
-    client = _client(uri)
-    v1 = client.get_model_version_by_alias(MODEL, "champion")
-    assert str(v1.version) == "1" and str(client.get_model_version_by_alias(MODEL, "candidate").version) == "1"
-    for tag in ("tree_hash", "git_commit", "data.ingest.fingerprint", "metric.map50_all", "train_run_id"):
-        assert v1.tags.get(tag), tag
-    for path in ("wordtree/tree.parquet", "wordtree/det_classes.tsv", "anchors/anchors.json", "anchors/curve.png"):
-        assert (root / path).exists(), path
-
-    # Same inputs and config: every stage is cached, nothing new is registered.
-    again = local_runs["again"]
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert set(_statuses(again.stdout).values()) == {"cached"}, again.stdout
-
-    # The plan of a changed config: training and everything after it would run again.
-    plan = local_runs["plan"]
-    assert plan.returncode == 0
-    st = _statuses(plan.stdout)
-    assert st["ingest"] == "would-skip" and st["train"] == "would-run", plan.stdout
-
-    # Scheduled retrain with no new data: nothing is trained, and it says why.
-    same = local_runs["same"]
-    assert same.returncode == 0, same.stderr[-3000:]
-    assert _statuses(same.stdout)["train"] == "skipped" and "no new data since champion version 1" in same.stdout
-
-    # New classification images arrive: the retrain warm-starts from the champion and registers v2.
-    assert local_runs["added"] > 0
-    grown = local_runs["grown"]
-    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
-    st = _statuses(grown.stdout)
-    assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown.stdout
-    assert "warm start from models:/" in grown.stderr
-    assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
-    v2 = client.get_model_version(MODEL, "2")
-    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
-    champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
-    better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
-    assert champ == ("2" if better else "1")
-    assert ("now champion" if better else "champion unchanged") in grown.stdout
-
-
-@pytest.fixture
-def ray_head(tmp_path):
+@contextlib.contextmanager
+def ray_head(tmp_path: Path):
     """A real `ray start --head` on non-default ports, stopped through its own --block process."""
     port, dash = free_port(), free_port()
     env = _env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
@@ -185,38 +113,137 @@ def ray_head(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.slow
-def test_ray_job_submit_registers_a_model(tmp_path, ray_head, mlflow_server):
-    address, env, ray_temp = ray_head
-    root = tmp_path / "root"
-    job_env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
-    ray_bin = Path(sys.executable).with_name("ray")
-    sets = [a for s in [*TINY, f"storage.root={root}", "mlflow.registered_model=y9k-job"]
-            for a in ("--set", s)]
-    cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(REPO),
-           "--runtime-env-json", json.dumps({
-               "env_vars": {"MLFLOW_TRACKING_URI": mlflow_server, "Y9K_NLTK_DATA": str(REPO / "nltk_data")},
-               "excludes": [".venv", "nltk_data", "y9k-data", "mlruns", "mlflow.db"]}),
-           "--", "python", "pipelines/full.py", "--config", "pipelines/configs/demo.yaml", *sets]
-    # The dashboard answers before its job agent is up; that refusal creates no job, so retry it.
-    deadline = time.monotonic() + 180
-    while True:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=job_env, cwd=REPO)
-        out = res.stdout + res.stderr
-        if "No available agent to submit job" not in out or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    agent_logs = "".join(p.read_text(errors="replace")[-3000:]
-                         for p in ray_temp.glob("session_latest/logs/dashboard_agent*.log"))
-    assert res.returncode == 0, out[-3000:] + "\n--- dashboard agent log ---\n" + agent_logs
-    from ray.job_submission import JobStatus, JobSubmissionClient
+@pytest.fixture(scope="module")
+def shared_run() -> dict:
+    """What the job-submit test leaves for the later tests of this module (its storage root and
+    tracking URI), so that they look at the same pipeline run instead of training again."""
+    return {}
 
-    jobs = JobSubmissionClient(address).list_jobs()
-    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED], out[-4000:]
-    assert "registered model: y9k-job version 1" in out
+
+def _shared(shared_run: dict) -> dict:
+    if "root" not in shared_run:
+        pytest.skip("needs test_job_submit_then_commands_cache_and_retrain (this module) to have run and passed")
+    return shared_run
+
+
+@pytest.mark.slow
+def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, monkeypatch, capsys, caplog,
+                                                    shared_run):
+    """One pipeline run shared by every check of it: `ray job submit ... python pipelines/full.py`
+    to a real `ray start --head` logging into a real `mlflow server`; then on the same root the
+    stage commands pick what the job picked, `y9k run` finds everything cached, the plan of a
+    changed config, and scheduled retraining without and with new data."""
+    root = tmp_path / "root"
+    with ray_head(tmp_path) as (address, head_env, ray_temp):
+        ray_bin = Path(sys.executable).with_name("ray")
+        cmd = [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(REPO),
+               "--runtime-env-json", json.dumps({
+                   "env_vars": {"MLFLOW_TRACKING_URI": mlflow_server, "Y9K_NLTK_DATA": str(REPO / "nltk_data")},
+                   "excludes": [".venv", "nltk_data", "y9k-data", "mlruns", "mlflow.db"]}),
+               "--", "python", "pipelines/full.py", "--config", "pipelines/configs/demo.yaml", *_sets(root)]
+        # The dashboard answers before its job agent is up; that refusal creates no job, so retry it.
+        deadline = time.monotonic() + 180
+        while True:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200,
+                                 env={**head_env, "MLFLOW_TRACKING_URI": mlflow_server}, cwd=REPO)
+            out = res.stdout + res.stderr
+            if "No available agent to submit job" not in out or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        agent_logs = "".join(p.read_text(errors="replace")[-3000:]
+                             for p in ray_temp.glob("session_latest/logs/dashboard_agent*.log"))
+        assert res.returncode == 0, out[-3000:] + "\n--- dashboard agent log ---\n" + agent_logs
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        jobs = JobSubmissionClient(address).list_jobs()
+        assert [j.status for j in jobs] == [JobStatus.SUCCEEDED], out[-4000:]
+    assert set(_statuses(res.stdout).values()) == {"ran"}, res.stdout
+    # Training said what it was doing on the driver's console: a line per train.log_every (2) steps.
+    steps = [ln.split("train: step ", 1)[1].split()[0] for ln in out.splitlines() if "train: step " in ln]
+    assert steps == ["2/4", "4/4"], out[-3000:]
+    assert f"registered model: {MODEL} version 1 (now champion: no champion yet)" in out
+    assert f"open {mlflow_server}" in out
     client = _client(mlflow_server)
-    version = client.get_model_version_by_alias("y9k-job", "champion")
-    assert str(version.version) == "1" and version.tags["metric.map50_all"]
+    v1 = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(v1.version) == "1" and str(client.get_model_version_by_alias(MODEL, "candidate").version) == "1"
+    for tag in ("tree_hash", "git_commit", "data.ingest.fingerprint", "metric.map50_all", "train_run_id"):
+        assert v1.tags.get(tag), tag
+    for path in ("wordtree/tree.parquet", "wordtree/det_classes.tsv", "anchors/anchors.json", "anchors/curve.png"):
+        assert (root / path).exists(), path
+
+    # The rest runs in this process on one local Ray (each command in a new process would start
+    # Ray and import torch and MLflow again), as `y9k` runs them: the stage commands on the same
+    # root and config pick the job's directories (pipelines.layout): ingest finds every source up
+    # to date, anchors the same shards (the training splits, never evaluation data), and training
+    # the same splits as the job's training stage.
+    import ray
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    if ray.is_initialized():  # another test's instance: the commands start their own, sized for training
+        ray.shutdown()
+    caplog.set_level(logging.INFO)
+    try:
+        capsys.readouterr()
+        assert main(["ingest", *_sets(root)]) == 0
+        assert "4 sources (4 up to date)" in caplog.text, caplog.text[-3000:]
+        assert main(["anchors", *_sets(root)]) == 0
+        assert "(up to date, skipped)" in capsys.readouterr().out
+        saved = json.loads((root / "anchors" / "anchors.json").read_text())
+        assert saved["shards"] == [str(root / "shards/coco-train")]
+        job_train = re.search(r"train: \w+ mode on .*", out)
+        assert job_train, out[-3000:]
+        caplog.clear()
+        assert main(["train", *_sets(root), "--stop-after", "1"]) == 0
+        assert re.search(r"train: \w+ mode on .*", caplog.text).group(0) == job_train.group(0)
+        assert "imagenet_det-val" not in job_train.group(0) and "coco-val" not in job_train.group(0)
+
+        # Same inputs and config: every stage is cached, nothing new is registered.
+        capsys.readouterr()
+        assert main(["run", *_sets(root)]) == 0
+        again = capsys.readouterr().out
+        assert set(_statuses(again).values()) == {"cached"}, again
+        assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+
+        # The plan of a changed config: training and everything after it would run again.
+        assert main(["run", *_sets(root, "train.lr=0.002"), "--dry-run"]) == 0
+        st = _statuses(capsys.readouterr().out)
+        assert st["ingest"] == "would-skip" and st["train"] == "would-run", st
+
+        # Scheduled retrain with no new data: nothing is trained, and it says why.
+        assert main(["run", *_sets(root), "--retrain"]) == 0
+        same = capsys.readouterr().out
+        assert _statuses(same)["train"] == "skipped" and "no new data since champion version 1" in same
+
+        # New classification images arrive: the retrain warm-starts from the champion and registers v2.
+        extra = tmp_path / "extra"
+        from pipelines.sample_data import generate
+
+        generate(str(extra), seed=7, scale="tiny")
+        added = 0
+        for src in (extra / "imagenet" / "train").rglob("*.JPEG"):
+            dst = root / "sample" / "imagenet" / "train" / src.parent.name / f"new_{src.name}"
+            shutil.copy(src, dst)
+            added += 1
+        assert added > 0
+        caplog.clear()
+        assert main(["run", *_sets(root), "--retrain"]) == 0
+        grown = capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    st = _statuses(grown)
+    assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown
+    assert "warm start from models:/" in caplog.text
+    v2 = client.get_model_version(MODEL, "2")
+    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
+    champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
+    assert champ == ("2" if better else "1")
+    assert ("now champion" if better else "champion unchanged") in grown
+    shared_run.update(root=root, uri=mlflow_server)
 
 
 @pytest.mark.slow
@@ -241,6 +268,7 @@ def test_pipeline_with_all_data_on_s3(tmp_path):
         res = _full(_args("s3://pipeline/e2e", uri, "mlflow.registered_model=y9k-s3"), env=env)
         out = res.stdout + res.stderr
         assert res.returncode == 0, out[-4000:]
+        assert "mlflow ui --backend-store-uri" in res.stdout  # a sqlite store: how to browse it
         assert secret not in out and "AKIATESTKEY" not in out
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="pipeline")
                 for o in page.get("Contents", [])]
@@ -253,23 +281,15 @@ def test_pipeline_with_all_data_on_s3(tmp_path):
         server.stop()
 
 
-def _finished(local_runs: dict) -> None:
-    for key in ("first", "grown"):
-        res = local_runs.get(key)
-        assert res is not None and res.returncode == 0, f"the local pipeline run '{key}' failed (see its test)"
-
-
 @pytest.mark.slow
-def test_runs_carry_dataset_lineage_and_versions_link_to_them(local_runs):
+def test_runs_carry_dataset_lineage_and_versions_link_to_them(shared_run, tmp_path):
     """Each training run lists the shard directories it read (context training) and the DET val
     shards it was evaluated on (context evaluation), digest = the ingest manifest's fingerprint;
     MLflow's own dataset search finds the runs; the register stage logged the version comparison."""
-    import mlflow
-
     from pipelines import manifest, versions
 
-    _finished(local_runs)
-    root, client = local_runs["root"], _client(local_runs["uri"])
+    _shared(shared_run)
+    root, client = shared_run["root"], _client(shared_run["uri"])
     v1, v2 = (client.get_model_version(MODEL, v) for v in ("1", "2"))
     run = client.get_run(v1.run_id)
     assert run.info.run_name.startswith("train-") and v1.tags["train_run_id"] == v1.run_id
@@ -286,12 +306,10 @@ def test_runs_carry_dataset_lineage_and_versions_link_to_them(local_runs):
     digests2 = {d.dataset.name: d.dataset.digest for d in run2.inputs.dataset_inputs}
     assert digests2["coco-train"] == inputs[("coco-train", "training")].digest
     assert digests2["imagenet-train"] != inputs[("imagenet-train", "training")].digest
-    mlflow.set_tracking_uri(local_runs["uri"])
-    found = mlflow.search_runs(experiment_names=["y9k-e2e"], filter_string="dataset.name = 'imagenet-train'",
-                               output_format="list")
+    found = client.search_runs([run.info.experiment_id], filter_string="dataset.name = 'imagenet-train'")
     assert {r.info.run_id for r in found} == {v1.run_id, v2.run_id}
     # The comparison of every version, logged into the latest version's run.
-    table = mlflow.artifacts.load_text(f"runs:/{v2.run_id}/{versions.TABLE_FILE}")
+    table = Path(client.download_artifacts(v2.run_id, versions.TABLE_FILE, str(tmp_path))).read_text()
     rows = {ln.split()[0]: ln for ln in table.splitlines()[1:3]}
     assert set(rows) == {"1", "2"} and v1.tags["data.ingest.fingerprint"] in rows["1"]
     assert "version 1 (first champion)" in table
@@ -299,7 +317,7 @@ def test_runs_carry_dataset_lineage_and_versions_link_to_them(local_runs):
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_with_detections(local_runs, tmp_path):
+def test_mlflow_models_serve_answers_with_detections(shared_run, tmp_path):
     """`mlflow models serve` of a registered version (env-manager local) on a loopback port: the
     scoring server validates the request against the signature and answers with the rows the
     model gives in this process."""
@@ -310,11 +328,11 @@ def test_mlflow_models_serve_answers_with_detections(local_runs, tmp_path):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    _finished(local_runs)
-    part = sorted((local_runs["root"] / "shards" / "imagenet_det-val").glob("*.parquet"))[0]
+    _shared(shared_run)
+    part = sorted((shared_run["root"] / "shards" / "imagenet_det-val").glob("*.parquet"))[0]
     image = pq.read_table(part, columns=["image"])["image"][0].as_py()
     port = free_port()
-    env = {**_env(MLFLOW_TRACKING_URI=local_runs["uri"])}
+    env = {**_env(MLFLOW_TRACKING_URI=shared_run["uri"])}
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
@@ -338,29 +356,34 @@ def test_mlflow_models_serve_answers_with_detections(local_runs, tmp_path):
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
-    mlflow.set_tracking_uri(local_runs["uri"])
-    local = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(pd.DataFrame({"image": [image]}),
-                                                                    params={"thresh": 0.01})
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(shared_run["uri"])
+    try:
+        local = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(pd.DataFrame({"image": [image]}),
+                                                                        params={"thresh": 0.01})
+    finally:
+        mlflow.set_tracking_uri(previous)
     assert len(served) > 0 and list(served.columns) == list(local.columns)
     pd.testing.assert_frame_equal(served, local.reset_index(drop=True), check_dtype=False, atol=1e-4)
 
 
 @pytest.mark.slow
-def test_mlflow_ui_shows_charts_datasets_aliases_and_comparison(local_runs, tmp_path):
-    """The demo's MLflow store through the MLflow UI (a React app) in headless Chromium: what a
-    person sees, checked on the rendered pages; screenshots are kept in this test's temp folder."""
+def test_mlflow_ui_shows_charts_datasets_aliases_and_comparison(shared_run, tmp_path):
+    """The pipeline's MLflow store through the MLflow UI (a React app) in headless Chromium: what a
+    person sees, checked on the rendered pages; screenshots are kept in this test's temp folder.
+    The UI is the `mlflow server` (loopback, sqlite store) the pipeline run above logged into."""
     from pipelines import versions
     from tests.integration.browser import Chromium, chromium_path
-    from tests.integration.conftest import running_mlflow_server
 
     if chromium_path() is None:
         pytest.skip("chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
-    _finished(local_runs)
-    client = _client(local_runs["uri"])
+    _shared(shared_run)
+    client = _client(shared_run["uri"])
     v1 = client.get_model_version(MODEL, "1")
     exp_id = client.get_run(v1.run_id).info.experiment_id
     latest = client.get_model_version(MODEL, "2")
-    with running_mlflow_server(local_runs["uri"], tmp_path) as ui, Chromium(tmp_path) as page:
+    ui = shared_run["uri"]
+    with Chromium(tmp_path) as page:
         run_url = f"{ui}/#/experiments/{exp_id}/runs/{v1.run_id}"
         # The run's overview lists its datasets: the first one inline, the others behind "+2".
         page.goto(run_url)

@@ -16,8 +16,9 @@ from PIL import Image
 from pipelines import storage
 from pipelines.config import load_config
 from pipelines.readers import LabelMapper, Source
+from pipelines.shards import shard_files
 from pipelines.stages.anchors import run_anchors
-from pipelines.stages.ingest import ingest_source, shard_files
+from pipelines.stages.ingest import ingest_source
 from tests.conftest import shared_path
 from wordtree_build.tree import WordTree
 

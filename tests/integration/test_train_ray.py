@@ -17,24 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines import manifest
 from pipelines.config import load_config
+from pipelines.shards import SHARD_SCHEMA, write_committed
 from pipelines.train.optim import learning_rate
 
 pytestmark = pytest.mark.slow
 
-# The shard contract (see the ingest stage).
-SHARD_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("kind", pa.string()),
-    ("source_uri", pa.string()), ("image", pa.binary()),
-    ("orig_width", pa.int32()), ("orig_height", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_nodes", pa.list_(pa.int32())),
-    ("box_labels", pa.list_(pa.string())), ("image_node", pa.int32()), ("image_label", pa.string()),
-])
 # A 6-node tree: root 0 with children 1..5; 1 and 2 have boxes, 3..5 image labels only.
 PARENTS = [-1, 0, 0, 0, 0, 0]
 COLORS = {1: (220, 40, 40), 2: (40, 40, 220), 3: (40, 200, 40), 4: (230, 200, 30), 5: (200, 40, 200)}
@@ -88,14 +79,9 @@ def write_shards(root: Path, n_det: int = 16, n_cls: int = 16, size: int = 64, s
                 "box_labels": [str(n) for n, _ in boxes] if kind == "detection" else [],
                 "image_node": node, "image_label": label,
             })
-        d = root / "shards" / f"synth-{kind}"
-        d.mkdir(parents=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), d / "part-00000.parquet")
-        # Committed as ingest commits (the run logs it as a dataset input); not a parquet file:
-        # the reader must ignore it.
-        manifest.commit(str(d), manifest.Manifest(stage="ingest", inputs_fingerprint=f"synth-{kind}-{seed}",
-                                                   config_hash="test", counts={"images_accepted": n}))
-        out.append(str(d))
+        d = str(root / "shards" / f"synth-{kind}")
+        write_committed(d, [pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)])
+        out.append(d)
     return out
 
 
@@ -185,10 +171,13 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, capsys):
     assert run.data.tags["tree_hash"] == "test-tree-6"
     assert run.data.params["train.max_steps"] == "6"
     # Lineage: both shard directories as training inputs, digest = their manifest fingerprint.
+    from pipelines.manifest import read_manifest
+
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"synth-detection", "synth-classification"}
     det = inputs["synth-detection"]
-    assert det.dataset.digest == "synth-detection-0" and json.loads(det.dataset.profile) == {"num_rows": 16}
+    assert det.dataset.digest == read_manifest(shards[0]).inputs_fingerprint
+    assert json.loads(det.dataset.profile) == {"num_rows": 16}
     assert json.loads(det.dataset.source) == {"uri": shards[0]}
     assert [(t.key, t.value) for t in det.tags] == [("mlflow.data.context", "training")]
     assert "box_nodes" in det.dataset.schema

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipelines import manifest
 from pipelines.config import load_config
 from pipelines.errors import StageError
-from pipelines.stages.anchors import run_anchors, shard_dirs
-from pipelines.stages.ingest import SHARD_SCHEMA
+from pipelines.layout import ANCHORS, Layout
+from pipelines.shards import SHARD_SCHEMA, write_committed
+from pipelines.stages.anchors import run_anchors
 from tests.conftest import shared_path
 from yolo_core.kmeans import kmeans_iou
 
@@ -23,8 +23,6 @@ from yolo_core.kmeans import kmeans_iou
 def _write_shards(root: Path, name: str, wh: np.ndarray, per_image: int = 3) -> None:
     """Shards in the contract schema; the image column holds bytes that are not an image at all,
     so any attempt to decode them would fail."""
-    d = root / "shards" / name
-    d.mkdir(parents=True)
     rows = []
     for i in range(0, len(wh), per_image):
         chunk = wh[i:i + per_image]
@@ -37,11 +35,7 @@ def _write_shards(root: Path, name: str, wh: np.ndarray, per_image: int = 3) -> 
                  "box_nodes": [], "box_labels": []})
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     half = table.num_rows // 2
-    files = []
-    for j, part in enumerate((table.slice(0, half), table.slice(half))):
-        pq.write_table(part, d / f"part-{j}.parquet")
-        files.append({"name": f"part-{j}.parquet", "rows": part.num_rows})
-    manifest.commit(str(d), manifest.Manifest(stage="ingest", inputs_fingerprint="t", config_hash="t", files=files))
+    write_committed(str(root / "shards" / name), [table.slice(0, half), table.slice(half)])
 
 
 @pytest.fixture()
@@ -56,9 +50,12 @@ def test_anchors_stage_on_shards(ray_local, tmp_path, voc_wh):
     _write_shards(tmp_path, "coco-train", voc_wh[:half])
     _write_shards(tmp_path, "voc-trainval", voc_wh[half:])
     (tmp_path / "shards" / "half-written").mkdir()  # no manifest: not a shard directory
+    # Evaluation and validation boxes (all 90% of the image) must not shape the priors.
+    _write_shards(tmp_path, "imagenet_det-val", np.full((30, 2), 0.9))
+    _write_shards(tmp_path, "coco-val", np.full((30, 2), 0.9))
     cfg = load_config("demo", [f"storage.root={tmp_path}", "anchors.k=5", "anchors.k_max=6", "anchors.input_size=416",
                                "anchors.restarts=3"])
-    assert [Path(d).name for d in shard_dirs(str(tmp_path))] == ["coco-train", "voc-trainval"]
+    assert [Path(d).name for d in Layout.of(cfg).splits_for(ANCHORS)] == ["coco-train", "voc-trainval"]
     res = run_anchors(cfg)
     print("\n" + res.summary())
     # The same clustering on the same boxes (stored as float32; row order may differ, so the

@@ -18,15 +18,15 @@ from PIL import Image
 from pipelines import manifest
 from pipelines.config import load_config
 from pipelines.errors import StageError
+from pipelines.layout import Layout, point_config_at_sample_data
 from pipelines.readers import LabelMapper
+from pipelines.shards import SHARD_SCHEMA, shard_files
 from pipelines.stages.ingest import (
-    SHARD_SCHEMA,
     coco_source,
     det_source,
     ingest_source,
     run_ingest,
-    sample_sources,
-    shard_files,
+    sources_from_config,
 )
 from tests.conftest import shared_path
 from wordtree_build.labelmaps import coco_wnid
@@ -189,8 +189,10 @@ def test_shard_size_target(ray_local, tree9k, tmp_path):
 
 def test_sample_data_tiny(ray_local, tree9k, tmp_path):
     sample_data = pytest.importorskip("pipelines.sample_data")
-    sample_data.generate(str(tmp_path / "sample"), seed=0, scale="tiny")
-    res = run_ingest(_cfg(tmp_path / "out"), tree9k, sample_sources(str(tmp_path / "sample")))
+    cfg = _cfg(tmp_path)
+    sample_data.generate(Layout.of(cfg).sample, seed=0, scale="tiny")
+    point_config_at_sample_data(cfg)
+    res = run_ingest(cfg, tree9k, sources_from_config(cfg))
     by = {r.source: r for r in res.sources}
     assert set(by) == {"coco-train", "coco-val", "imagenet-train", "imagenet_det-val"}
     for r in res.sources:
@@ -216,7 +218,11 @@ def test_cli_ingest_then_anchors(ray_local, tmp_path, capsys, caplog):
     assert out.count("images in") == 1  # the table is printed once; the log gets its totals in a line
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingest: ")]
     assert "1 sources (0 up to date)" in line and "unmapped label" in line and "images in" not in line
-    assert main(["anchors", *common, "--set", "anchors.k_max=5", "--set", "anchors.restarts=2"]) == 0
+    # coco-val is validation data: the anchors never default to it, only when named.
+    assert main(["anchors", *common]) == 1
+    assert "no ingested detection training shards" in capsys.readouterr().err
+    assert main(["anchors", *common, "--set", "anchors.k_max=5", "--set", "anchors.restarts=2",
+                 "--shards", str(tmp_path / "shards" / "coco-val")]) == 0
     out = capsys.readouterr().out
     assert "anchors = " in out and (tmp_path / "anchors" / "curve.png").exists()
     # Strict mode: exit 1 and a one-line message naming the file, record and field; no traceback.

@@ -14,7 +14,8 @@ from PIL import Image
 
 from pipelines.config import load_config
 from pipelines.readers import LabelMapper, Source, image_record
-from pipelines.stages.ingest import IngestRejectError, ingest_source, shard_files
+from pipelines.shards import shard_files
+from pipelines.stages.ingest import IngestRejectError, ingest_source
 from tests.conftest import shared_path
 from wordtree_build.labelmaps import coco_wnid
 from wordtree_build.tree import WordTree

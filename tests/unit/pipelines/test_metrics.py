@@ -194,19 +194,18 @@ def test_implied_ancestor_classes_turn_false_positives_into_true_positives():
 def test_ancestor_classes_follow_the_tree_and_real_det200_has_none():
     from pipelines.evaluate.stage import ancestor_classes
     from wordtree_build.tree import WordTree
+    from yolo_core.tree import Tree
 
     # root -> bear -> (brown_bear, ice_bear); root -> dog; "carnivore" between root and bear is not evaluated.
-    tree = WordTree(wnids=["root", "carnivore", "dog", "bear", "brown_bear", "ice_bear"],
-                    names=["root", "carnivore", "dog", "bear", "brown bear", "ice bear"],
-                    parents=[-1, 0, 0, 1, 3, 3], is_label=[False, False, True, True, True, True])
+    tree = Tree.from_wordtree(WordTree(wnids=["root", "carnivore", "dog", "bear", "brown_bear", "ice_bear"],
+                                       names=["root", "carnivore", "dog", "bear", "brown bear", "ice bear"],
+                                       parents=[-1, 0, 0, 1, 3, 3], is_label=[False, False, True, True, True, True]))
     assert ancestor_classes(tree, ["dog", "bear", "brown_bear", "ice_bear"]) == \
         {"brown_bear": ["bear"], "ice_bear": ["bear"]}
     assert ancestor_classes(tree, ["brown_bear", "dog"]) == {}
     assert ancestor_classes(tree, ["root", "ice_bear"]) == {"ice_bear": ["root"]}
 
     # ImageNet DET-200 nests no class under another in darknet's 9k tree: the rule changes nothing there.
-    from yolo_core.tree import Tree
-
     t9k = Tree.load(shared_path("darknet", "9k.tree"))
     rows = [line.split("\t") for line in shared_path("imagenet", "det200_synsets.tsv").open()]
     det = [r[0] for r in rows if r[0] in set(t9k.wnids)]

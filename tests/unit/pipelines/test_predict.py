@@ -22,9 +22,10 @@ from PIL import Image
 from pipelines.cli import main
 from pipelines.config import load_config
 from pipelines.evaluate import metrics as M
-from pipelines.evaluate.inference import Detector, predict_shards, read_predictions
-from pipelines.evaluate.plots import draw_detections, hierarchical_label
+from pipelines.evaluate.plots import draw_detections
+from pipelines.inference import Detector, hierarchical_label, predict_shards, read_predictions
 from pipelines.registry import save_pyfunc
+from pipelines.shards import SHARD_SCHEMA, write_committed
 
 WNIDS = ["n00015388", "n02084071", "n02121808", "n02092468", "n02094114", "n02094433"]
 NAMES = ["animal", "dog", "cat", "terrier", "Norfolk terrier", "Yorkshire terrier"]
@@ -207,13 +208,6 @@ def test_predict_errors_are_one_line_messages(model_dir, image_dir, tmp_path, ca
 
 DET_CLASSES = [("n02094114", 1, "Norfolk terrier"), ("n02121808", 2, "cat")]
 SPLIT = {"n02094114": "seen", "n02121808": "unseen"}
-SHARD_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("kind", pa.string()),
-    ("source_uri", pa.string()), ("image", pa.binary()), ("orig_width", pa.int32()), ("orig_height", pa.int32()),
-    ("width", pa.int32()), ("height", pa.int32()), ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
-    ("box_nodes", pa.list_(pa.int32())), ("box_labels", pa.list_(pa.string())), ("image_node", pa.int32()),
-    ("image_label", pa.string()),
-])
 
 
 @pytest.fixture
@@ -232,8 +226,7 @@ def det_shard(tmp_path):
                      "box_nodes": [4 if key == "a" else 2], "box_labels": labels[key], "image_node": -1,
                      "image_label": ""})
     d = tmp_path / "shards" / "imagenet_det-val"
-    d.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), d / "part-00000.parquet")
+    write_committed(str(d), [pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)])
     return d
 
 
@@ -264,7 +257,7 @@ def test_batch_inference_and_evaluate_stage(ray_local, det_shard, tmp_path):
         assert (out / name).exists(), name
 
     # The same number computed without Ray: the Detector on the decoded images, boxes scaled x2.
-    gt = M.ground_truth_from_shards(pq.read_table(det_shard), [c[0] for c in DET_CLASSES])
+    gt = M.ground_truth_from_shards(pq.read_table(det_shard / "part-00000.parquet"), [c[0] for c in DET_CLASSES])
     det = Detector(crafted_model(), tree(), input_size=64, thresh=cfg.eval.thresh, class_subset=[4, 2])
     dets = det([noise_image_from_shard(det_shard, i) for i in range(2)])
     preds = M.Predictions(np.vstack([d.boxes * 2 for d in dets]), np.concatenate([d.scores for d in dets]),
@@ -278,5 +271,5 @@ def test_batch_inference_and_evaluate_stage(ray_local, det_shard, tmp_path):
 
 
 def noise_image_from_shard(shard_dir, row: int) -> Image.Image:
-    data = pq.read_table(shard_dir, columns=["image"]).column("image")[row].as_py()
+    data = pq.read_table(shard_dir / "part-00000.parquet", columns=["image"]).column("image")[row].as_py()
     return Image.open(io.BytesIO(data)).convert("RGB")

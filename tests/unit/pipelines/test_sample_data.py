@@ -363,7 +363,7 @@ def test_foreign_data_is_never_overwritten(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(scale="huge"), r"unknown scale 'huge'; choose one of small, medium"),
+    (dict(scale="huge"), r"unknown scale 'huge'; choose one of tiny, small, medium"),
     (dict(seed=-1), r"seed must be a non-negative integer, got -1"),
     (dict(seed="0"), r"seed must be a non-negative integer, got '0'"),
 ])

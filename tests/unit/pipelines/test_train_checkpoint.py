@@ -11,7 +11,7 @@ from torch import nn
 
 from pipelines.config import load_config
 from pipelines.train import checkpoint as ck
-from pipelines.train.tracking import Tracker, create_run, resolve_tracking_uri
+from pipelines.train.tracking import Tracker, create_run
 
 
 def test_checkpoint_roundtrip_restores_rng_and_state(tmp_path):
@@ -57,7 +57,7 @@ def test_tracker_logs_params_without_secrets_and_async_metrics(tmp_path, monkeyp
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_config("demo", [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
                                "storage.options={aws_secret_access_key: s3cr3t, endpoint_url: 'http://x'}"])
-    uri = resolve_tracking_uri(cfg)
+    uri = cfg.mlflow.resolved_tracking_uri()
     assert uri == f"sqlite:///{tmp_path}/mlflow.db"
     run_id = create_run(uri, "exp", "train-test", {"stage": "train"})
     tr = Tracker(uri, run_id, enabled=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipelines.config import TrainConfig
+from pipelines.shards import write_committed
 from pipelines.train.data import (
     MAX_BOXES,
     JointBatches,
@@ -195,7 +196,6 @@ def test_decode_augment_names_the_bad_row_and_field():
 
 
 def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
-    import pyarrow.parquet as pq
 
     from pipelines.train.data import ShardDataError, check_rows, count_kinds
 
@@ -203,8 +203,7 @@ def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
     d.mkdir(parents=True)
     rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"", "boxes": [], "box_nodes": [],
              "image_node": -1} for i in range(6)]
-    pq.write_table(_shard_table(rows), d / "part-00000.parquet")
-    (d / "manifest.json").write_text("{}")
+    write_committed(str(d), [_shard_table(rows)])
     assert count_kinds([str(d)]) == {"detection": 6}
     assert check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1)) == {"detection": 6}
     with pytest.raises(ShardDataError, match=r"needs at least 8 'detection' rows .* hold 6"):
@@ -234,9 +233,8 @@ def test_small_shards_are_read_several_epochs_per_pass(tmp_path, ray_local):
     d.mkdir(parents=True)
     rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"x", "boxes": [], "box_nodes": [],
              "image_node": -1} for i in range(5)]
-    import pyarrow.parquet as pq
 
-    pq.write_table(_shard_table(rows), d / "part-00000.parquet")
+    write_committed(str(d), [_shard_table(rows)])
     ids = [r["image_id"] for r in read_shards([str(d)], epochs=3).take_all()]
     assert sorted(ids) == sorted([f"coco/{i}" for i in range(5)] * 3)
 
@@ -258,8 +256,6 @@ def test_a_stalled_stream_does_not_starve_the_other(tmp_path, ray_local):
     det_fraction .75, the detection stream's second pass used to get 0 CPUs for ever)."""
     import threading
 
-    import pyarrow.parquet as pq
-
     from pipelines.train.data import stream_cpu_limits, training_datasets
     from pipelines.train.stage import _ordered_ingest
 
@@ -269,7 +265,7 @@ def test_a_stalled_stream_does_not_starve_the_other(tmp_path, ray_local):
              "boxes": [[0.1, 0.1, 0.6, 0.8]] if kind == "detection" else [],
              "box_nodes": [0] if kind == "detection" else [], "image_node": -1 if kind == "detection" else 0}
             for k, kind in (("d", "detection"), ("c", "classification")) for i in range(48)]
-    pq.write_table(_shard_table(rows), d / "part-00000.parquet")
+    write_committed(str(d), [_shard_table(rows)])
     t = TrainConfig(mode="joint", batch_size=8, det_fraction=0.75, multiscale=False, input_size=64)
     streams = training_datasets([str(d)], t)
     assert set(streams) == {"det", "cls"}

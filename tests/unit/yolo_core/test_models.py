@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yolo_core.models import COCO_ANCHORS, create_model, list_models, scale_filters
+from yolo_core import models
+from yolo_core.models import COCO_ANCHORS, create_model, list_models, register_model, scale_filters
 
 SMALL = 0.125  # width multiplier that keeps every model fast on a CPU
 
@@ -14,6 +15,19 @@ def test_registry_names() -> None:
     assert list_models() == ["darknet19", "darknet19_448", "yolo9000", "yolov2", "yolov2_tiny"]
     with pytest.raises(KeyError, match="registered: darknet19"):
         create_model("yolov3")
+
+
+
+def test_registering_a_taken_name_warns_and_replaces(monkeypatch):
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    original = models._REGISTRY["yolov2"]
+
+    def yolov2(**kwargs):
+        return original(**kwargs)
+
+    with pytest.warns(UserWarning, match="model 'yolov2' registered again"):
+        register_model(yolov2)
+    assert models._REGISTRY["yolov2"] is yolov2
 
 
 @pytest.mark.parametrize("name", list_models())

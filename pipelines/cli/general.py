@@ -1,11 +1,18 @@
-"""Foundation commands: `y9k wordnet`, `y9k config`, `y9k sample-data`, `y9k run`."""
+"""Foundation commands: `y9k wordnet`, `y9k config`, `y9k sample-data` (and `y9k run`, from
+:mod:`pipelines.cli.run`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import typing
 
-from pipelines.cli import add_config_args, load_cli_config
+from pipelines.cli import run
+from pipelines.cli.common import add_config_args, load_cli_config
+from pipelines.config import SampleDataConfig
+
+# The scales `sample_data.scale` accepts, so the command and the config agree.
+SAMPLE_SCALES = typing.get_args(typing.get_type_hints(SampleDataConfig)["scale"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,30 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output directory or URI (local path, s3://, ...)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes). Default: 0")
-    p.add_argument("--scale", choices=["small", "medium"], default="small",
-                   help="small: seconds, used by tests and the demo; medium: about 5x. Default: small")
+    p.add_argument("--scale", choices=SAMPLE_SCALES, default="small",
+                   help="tiny: a handful of images (pipeline tests); small: seconds, the demo; medium: about 5x. "
+                   "Default: small")
     p.set_defaults(func=cmd_sample_data)
 
-    p = sub.add_parser(
-        "run",
-        help="run the whole pipeline (same as python pipelines/full.py)",
-        description="Run sample data -> wordtree -> ingest -> anchors -> train -> evaluate -> register, "
-        "skipping stages whose inputs and config are unchanged. See pipelines/full.py for cluster use.",
-    )
-    add_config_args(p)
-    p.add_argument("--only", action="append", default=[], metavar="STAGE", help="run only this stage (repeatable)")
-    p.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage")
-    p.add_argument("--force", action="append", default=[], metavar="STAGE", help="re-run this stage (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.add_argument("--retrain", action="store_true", help="warm start from the champion, promote only if better")
-    p.set_defaults(func=cmd_run)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.full import run
-
-    return run(load_cli_config(args), only=args.only, start=args.start, dry_run=args.dry_run,
-               retrain=args.retrain, force=args.force)
+    run.register(sub)  # listed after sample-data
 
 
 def cmd_wordnet(args: argparse.Namespace) -> int:

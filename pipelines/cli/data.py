@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines.cli import add_config_args, load_cli_config
+from pipelines.cli.common import add_config_args, load_cli_config, load_tree
 
 log = logging.getLogger("y9k")
 
@@ -36,42 +36,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p)
     p.add_argument("--shards", nargs="+", metavar="DIR",
-                   help="shard directories (default: every one under <storage.root>/shards)")
+                   help="shard directories (default: the committed detection training splits under "
+                   "<storage.root>/shards, coco-train and voc-trainval; never evaluation data)")
     p.add_argument("--out", help="output directory (default: <storage.root>/anchors)")
     p.set_defaults(func=cmd_anchors)
 
 
-def _load_tree(cfg, path: str | None):
-    from pipelines import storage
-    from pipelines.errors import PipelineError
-    from wordtree_build.tree import WordTree
-
-    opts = cfg.storage.options
-    uri = path or storage.join(storage.normalize(cfg.storage.root), "wordtree", "tree.parquet")
-    if not storage.exists(uri, opts):
-        raise PipelineError(f"WordTree {storage.redact_uri(uri)} not found: run `y9k wordtree` first or pass --tree")
-    if uri.endswith(".tree"):
-        names = uri[: -len(".tree")] + ".names"
-        return WordTree.from_darknet(uri, names if storage.exists(names, opts) else None, opts)
-    return WordTree.from_parquet(uri, opts)
-
-
 def _sources(cfg):
-    from pipelines import storage
+    """The configured data.* sources, else the sample data (generated here first), as `y9k run` does."""
     from pipelines.errors import PipelineError
-    from pipelines.stages.ingest import sample_sources, sources_from_config
+    from pipelines.layout import Layout, point_config_at_sample_data, uses_sample_data
+    from pipelines.stages.ingest import sources_from_config
 
+    if uses_sample_data(cfg):
+        from pipelines.sample_data import generate
+
+        generate(Layout.of(cfg).sample, seed=cfg.sample_data.seed, scale=cfg.sample_data.scale,
+                 storage_options=cfg.storage.options)
+        point_config_at_sample_data(cfg)
     sources = sources_from_config(cfg)
-    if sources:
-        return sources
-    if not cfg.sample_data.enabled:
+    if not sources:
         raise PipelineError("no dataset configured (data.coco_train, data.imagenet_train, ...) and "
                             "sample_data.enabled is false: nothing to ingest")
-    from pipelines.sample_data import generate
-
-    root = storage.join(storage.normalize(cfg.storage.root), "sample")
-    generate(root, seed=cfg.sample_data.seed, scale=cfg.sample_data.scale, storage_options=cfg.storage.options)
-    return sample_sources(root)
+    return sources
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -80,7 +67,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     from pipelines.stages.ingest import run_ingest
 
-    result = run_ingest(cfg, _load_tree(cfg, args.tree), _sources(cfg), out_root=args.out)
+    result = run_ingest(cfg, load_tree(cfg, args.tree), _sources(cfg), out_root=args.out)
     print(result.summary_table())
     return 0
 

@@ -6,7 +6,7 @@ One code path turns images into detections everywhere (the evaluation stage, the
 ``class_subset`` such as the 200 DET classes is given; darknet's top-down tree decode with
 ``hier_thresh`` otherwise), per-class NMS, and boxes mapped back to the original image.
 
-The Ray Data stage reads evaluation shards (one row per image, see the shard contract), runs an
+The Ray Data stage reads evaluation shards (one row per image, see :mod:`pipelines.shards`), runs an
 actor pool of detectors (one GPU per actor when the cluster has GPUs), and writes one Parquet row
 per image: ``image_id``, ``boxes`` (x1, y1, x2, y2 in pixels of the *original* image), ``scores``,
 ``classes`` (indices into the class subset, or tree nodes without one).
@@ -25,6 +25,17 @@ import torch
 
 from pipelines import storage
 from pipelines.errors import PipelineError
+from pipelines.shards import INFERENCE_COLUMNS
+
+
+def hierarchical_label(node: int, names: Sequence[str], parents: Sequence[int], levels: int = 3) -> str:
+    """The node's name followed by up to ``levels - 1`` ancestor names, joined with ' < '."""
+    parts = []
+    while node >= 0 and len(parts) < levels:
+        parts.append(names[node])
+        node = int(parents[node])
+    return " < ".join(parts)
+
 
 PREDICTION_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -139,7 +150,7 @@ def predict_shards(model: torch.nn.Module, shard_uris: Sequence[str], out_uri: s
         res = ray.cluster_resources()
         # CPU actors leave one CPU free: the read tasks feeding them need one, or the pool deadlocks.
         num_actors = max(1, int(res.get("GPU", 0)) if use_gpu else int(res.get("CPU", 1)) - 1)
-    ds = ray.data.read_parquet(list(shard_uris), columns=["image_id", "image", "orig_width", "orig_height"],
+    ds = ray.data.read_parquet(list(shard_uris), columns=INFERENCE_COLUMNS,
                                filesystem=_arrow_fs(shard_uris[0], storage_options))
     settings = {"input_size": input_size, "thresh": thresh, "hier_thresh": hier_thresh, "nms": nms,
                 "class_subset": list(class_subset) if class_subset is not None else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipelines.cli import add_config_args, load_cli_config
+from pipelines.cli.common import add_config_args, load_cli_config, load_tree
 
 log = logging.getLogger("y9k")
 
@@ -14,14 +14,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train with Ray Train (classification, detection or joint YOLO9000), resumable",
-        description="Train on the training shards under <storage.root>/shards (every '*-train' directory) with a "
+        description="Train on the training shards under <storage.root>/shards (the splits train.mode uses, as "
+        "`y9k run` does: coco-train and voc-trainval for detection, imagenet-train for classification) with a "
         "TorchTrainer: train.mode classify | detect | joint, train.num_workers workers, checkpoints every "
         "train.checkpoint_every steps to the output directory, MLflow logging from rank 0. Running the same "
         "command again resumes from the latest checkpoint (same step, lr schedule and MLflow run).",
     )
     add_config_args(p)
     p.add_argument("--shards", nargs="+", metavar="DIR",
-                   help="shard directories (default: every '*-train' one under <storage.root>/shards)")
+                   help="shard directories (default: the committed training splits of train.mode under "
+                   "<storage.root>/shards)")
     p.add_argument("--tree", help="WordTree: a tree.parquet or darknet .tree file "
                    "(default: <storage.root>/wordtree/tree.parquet)")
     p.add_argument("--anchors", help="anchors.json (default: <storage.root>/anchors/anchors.json if present, "
@@ -34,27 +36,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipelines import storage
-    from pipelines.commands_data import _load_tree
     from pipelines.errors import PipelineError
+    from pipelines.layout import TRAIN_ROLES, Layout, split_names
     from pipelines.stages import ensure_ray
-    from pipelines.stages.anchors import shard_dirs
     from pipelines.train.stage import run_train
 
     cfg = load_cli_config(args)
     opts = cfg.storage.options
-    root = storage.normalize(cfg.storage.root)
-    shards = args.shards or [d for d in shard_dirs(root, opts) if d.rstrip("/").endswith("-train")]
+    layout = Layout.of(cfg)
+    shards = args.shards or layout.train_splits(cfg.train.mode)
     if not shards:
-        raise PipelineError(f"train: no '*-train' shard directories under {storage.redact_uri(root)}/shards; "
-                            "run `y9k ingest` first or pass --shards")
-    tree = _load_tree(cfg, args.tree)
-    anchors_uri = args.anchors or storage.join(root, "anchors", "anchors.json")
+        wanted = ", ".join(split_names(*TRAIN_ROLES[cfg.train.mode]))
+        raise PipelineError(f"train: no committed {cfg.train.mode} training shards ({wanted}) under "
+                            f"{storage.redact_uri(layout.shards)}; run `y9k ingest` first or pass --shards")
+    tree = load_tree(cfg, args.tree)
+    anchors_uri = args.anchors or layout.anchors_json
     anchors = None
     if storage.exists(anchors_uri, opts):
         anchors = storage.read_json(anchors_uri, opts).get("anchors")
     elif args.anchors:
         raise PipelineError(f"train: anchors file {storage.redact_uri(anchors_uri)} not found")
-    out = args.out or storage.join(root, "train", cfg.train.mode)
+    out = args.out or layout.train_dir(cfg.train.mode)
     ensure_ray(cfg)
     res = run_train(cfg, shards, tree, anchors, out, stop_after=args.stop_after)
     state = "already complete" if res.skipped else f"step {res.step}/{cfg.train.max_steps}"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import add_config_args, load_cli_config
+from pipelines.cli.common import add_config_args, load_cli_config
 from pipelines.errors import PipelineError
 from pipelines.progress import Progress
 
@@ -118,10 +118,14 @@ def read_tsv(path: str, columns: int, what: str) -> list[list[str]]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.evaluate.stage import run_evaluate
+    from pipelines.layout import EVALUATE, Layout
 
     cfg = load_cli_config(args)
-    root = storage.normalize(cfg.storage.root)
-    shards = args.shards or [storage.join(root, "shards", "imagenet_det-val")]
+    layout = Layout.of(cfg)
+    shards = args.shards or layout.splits_for(EVALUATE)
+    if not shards:
+        raise PipelineError(f"evaluate: no committed evaluation shards (imagenet_det-val) under "
+                            f"{storage.redact_uri(layout.shards)}; run `y9k ingest` first or pass --shards")
     if args.classes:
         classes = [(r[0], r[1], r[2]) for r in read_tsv(args.classes, 3, "wnid, id, name")]
     else:
@@ -129,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         classes = load_det200()
     split = {r[0]: r[1] for r in read_tsv(args.split, 2, "wnid, seen|unseen")} if args.split else None
-    out = args.out or storage.join(root, "eval", os.path.basename(shards[0].rstrip("/")))
+    out = args.out or layout.eval_dir(os.path.basename(shards[0].rstrip("/")))
     res = run_evaluate(cfg, args.model, shards, None, classes, out, split=split, run_id=args.run_id)
     for k, v in res.metrics.items():
         print(f"{k}: {int(v)}" if float(v).is_integer() and not k.startswith("map") else f"{k}: {v:.4f}")
@@ -164,8 +168,7 @@ def expand_images(items: Sequence[str]) -> list[str]:
 
 def _darknet_detector(args: argparse.Namespace) -> tuple[Any, list[str], list[str], list[str]]:
     """(Detector, wnids, names, labels) from darknet --cfg/--weights (+ --tree, --names)."""
-    from pipelines.evaluate.inference import Detector
-    from pipelines.evaluate.plots import hierarchical_label
+    from pipelines.inference import Detector, hierarchical_label
     from yolo_core.darknet_cfg import model_from_cfg
     from yolo_core.weights import load_weights
 
@@ -207,8 +210,8 @@ def _darknet_detector(args: argparse.Namespace) -> tuple[Any, list[str], list[st
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipelines import storage
-    from pipelines.evaluate.inference import open_image
     from pipelines.evaluate.plots import draw_detections
+    from pipelines.inference import open_image
 
     if args.model:
         from pipelines.registry import load_pyfunc
@@ -257,10 +260,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     from pipelines import registry
-    from pipelines.train.tracking import resolve_tracking_uri
 
     cfg = load_cli_config(args)
-    uri = resolve_tracking_uri(cfg)
+    uri = cfg.mlflow.resolved_tracking_uri()
     name = args.name or cfg.mlflow.registered_model
     metric = cfg.mlflow.promote_metric
     if args.action == "list":

@@ -4,32 +4,29 @@
     y9k wordnet                      # provision WordNet 3.0 for nltk (offline-capable)
     y9k config show --config demo --set train.batch_size=32
     y9k sample-data --out ./y9k-data/sample --seed 0 --scale small
-    y9k run --config demo            # the whole pipeline (pipelines/full.py)
+    y9k run --config demo            # the whole pipeline (also: python pipelines/full.py)
 
-Each subcommand lives next to the code it runs; a module registers its parser through a
-``register(subparsers)`` function listed in ``COMMAND_MODULES``. Heavy imports (torch, Ray,
-MLflow) happen inside the handlers, so ``--help`` stays fast.
+One parser: each module of this package registers its commands through ``register(subparsers)``
+(:mod:`pipelines.cli.general`, :mod:`~pipelines.cli.data`, :mod:`~pipelines.cli.train`,
+:mod:`~pipelines.cli.evaluate`, plus ``wordtree_build.cli``); the shared ``--config``/``--set``
+handling is :mod:`pipelines.cli.common`. Heavy imports (torch, Ray, MLflow) happen inside the
+handlers, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
+from pipelines.cli import data, evaluate, general, train
 from pipelines.logs import setup_logging
+from wordtree_build import cli as wordtree_cli
 
 log = logging.getLogger("y9k")
 
 # Modules providing `register(subparsers)`, in the order their commands are listed.
-COMMAND_MODULES = [
-    "pipelines.commands",
-    "wordtree_build.cli",
-    "pipelines.commands_data",
-    "pipelines.commands_train",
-    "pipelines.commands_eval",
-]
+COMMAND_MODULES = (general, wordtree_cli, data, train, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,23 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
-
-
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    """--config and --set, shared by every command that reads the pipeline config."""
-    p.add_argument("--config", "-c", default="demo",
-                   help="YAML config: a path, or a bundled name (demo, yolo9000). Default: demo")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.batch_size=32 (repeatable; values are YAML)")
-
-
-def load_cli_config(args: argparse.Namespace):
-    from pipelines.config import load_config
-
-    return load_config(args.config, args.overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
