@@ -291,8 +291,8 @@ def test_runs_carry_dataset_lineage_and_versions_link_to_them(shared_run, tmp_pa
     _shared(shared_run)
     root, client = shared_run["root"], _client(shared_run["uri"])
     v1, v2 = (client.get_model_version(MODEL, v) for v in ("1", "2"))
-    run = client.get_run(v1.run_id)
-    assert run.info.run_name.startswith("train-") and v1.tags["train_run_id"] == v1.run_id
+    run = client.get_run(v2.run_id)  # the latest training: the shards as they are now
+    assert run.info.run_name.startswith("train-") and v2.tags["train_run_id"] == v2.run_id
     inputs = {(d.dataset.name, d.tags[0].value): d.dataset for d in run.inputs.dataset_inputs}
     assert set(inputs) == {("coco-train", "training"), ("imagenet-train", "training"),
                            ("imagenet_det-val", "evaluation")}
@@ -301,11 +301,10 @@ def test_runs_carry_dataset_lineage_and_versions_link_to_them(shared_run, tmp_pa
         assert ds.digest == m.inputs_fingerprint and json.loads(ds.profile) == {"num_rows": m.counts["images_accepted"]}
         assert json.loads(ds.source) == {"uri": str(root / "shards" / name)}
         assert [c["name"] for c in json.loads(ds.schema)["mlflow_colspec"]][:4] == ["image_id", "dataset", "split", "kind"]
-    # New images: version 2's run read a different imagenet-train (another digest), the same coco-train.
-    run2 = client.get_run(v2.run_id)
-    digests2 = {d.dataset.name: d.dataset.digest for d in run2.inputs.dataset_inputs}
-    assert digests2["coco-train"] == inputs[("coco-train", "training")].digest
-    assert digests2["imagenet-train"] != inputs[("imagenet-train", "training")].digest
+    # Version 1 was trained before the new images: another imagenet-train digest, the same coco-train.
+    digests1 = {d.dataset.name: d.dataset.digest for d in client.get_run(v1.run_id).inputs.dataset_inputs}
+    assert digests1["coco-train"] == inputs[("coco-train", "training")].digest
+    assert digests1["imagenet-train"] != inputs[("imagenet-train", "training")].digest
     found = client.search_runs([run.info.experiment_id], filter_string="dataset.name = 'imagenet-train'")
     assert {r.info.run_id for r in found} == {v1.run_id, v2.run_id}
     # The comparison of every version, logged into the latest version's run.
@@ -332,7 +331,9 @@ def test_mlflow_models_serve_answers_with_detections(shared_run, tmp_path):
     part = sorted((shared_run["root"] / "shards" / "imagenet_det-val").glob("*.parquet"))[0]
     image = pq.read_table(part, columns=["image"])["image"][0].as_py()
     port = free_port()
-    env = {**_env(MLFLOW_TRACKING_URI=shared_run["uri"])}
+    # The venv's bin on PATH, as for a user in an activated venv: the server execs `uvicorn` from it.
+    env = _env(MLFLOW_TRACKING_URI=shared_run["uri"],
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
@@ -395,9 +396,11 @@ def test_mlflow_ui_shows_charts_datasets_aliases_and_comparison(shared_run, tmp_
         page.goto(f"{run_url}/model-metrics")
         for metric in ("loss_total", "map50_all"):
             page.type_into("input[placeholder='Search metric charts']", metric)
-            page.wait_for(f"[...document.querySelectorAll('.js-plotly-plot')].length >= 1 && "
-                          f"document.body.innerText.includes('({metric})') && "
-                          "document.querySelectorAll('.js-plotly-plot .trace').length > 0")
+            # One chart left by the search, titled with the metric, drawn (an svg wider than an icon:
+            # a line chart for the loss over steps, a bar for the single mAP value).
+            page.wait_for(f"document.body.innerText.includes('Model metrics\\n(1)\\n{metric}') && "
+                          "[...document.querySelectorAll('svg')].some(s => s.getBoundingClientRect().width > 150 "
+                          "&& s.querySelectorAll('path').length > 2)")
             page.screenshot(tmp_path / f"chart-{metric}.png")
         # The registered model: both aliases on its versions.
         page.goto(f"{ui}/#/models/{MODEL}")
