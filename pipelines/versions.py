@@ -81,7 +81,8 @@ def table(cmp: dict[str, Any]) -> str:
     for r in cmp["rows"]:
         vals = ["-" if r["metrics"][m] is None else f"{r['metrics'][m]:.4f}" for m in metrics]
         champ = "; ".join(f"{_when(p.start)} -> {_when(p.end)}" for p in r["champion"]) or "-"
-        body.append([r["version"], _when(r["created"]), *vals, r["data_fingerprint"] or "-", r["tree_hash"] or "-",
+        # The tree hash is a sha256: its first 16 hex digits tell trees apart, as the fingerprints' do.
+        body.append([r["version"], _when(r["created"]), *vals, r["data_fingerprint"] or "-", r["tree_hash"][:16] or "-",
                      ",".join(r["aliases"]) or "-", champ])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body])
