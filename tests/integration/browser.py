@@ -122,7 +122,8 @@ class Chromium:
         self.call("Page.navigate", url=url)
 
     def text(self) -> str:
-        return self.evaluate("document.body ? document.body.innerText : ''") or ""
+        """The page's visible text, no-break spaces as plain ones (the UI writes '@\u00a0champion')."""
+        return self.evaluate("document.body ? document.body.innerText.replace(/\\u00a0/g, ' ') : ''") or ""
 
     def wait_for_text(self, needles: list[str], timeout: float | None = None) -> str:
         """The page's visible text once it contains every needle (the React app renders late)."""
