@@ -47,6 +47,7 @@ class Chromium:
         exe = chromium_path()
         assert exe, "chromium is not installed"
         self.profile.mkdir(parents=True, exist_ok=True)
+        (self.profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's old port
         self.log = open(self.tmp / "chromium.log", "wb")
         self.proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
