@@ -217,6 +217,8 @@ class TrainConfig:
     # tests/benchmarks/results/train.json, 'step images/s channels_last' / 'nchw').
     channels_last: bool = True
     checkpoint_every: int = 100
+    # Every this many steps: the window's metrics to MLflow and a progress line (or the tqdm bar
+    # on a terminal) on the driver's console: step, loss and parts, lr, images/s, data wait, ETA.
     log_every: int = 10
     eval_every: int = 0
     max_failures: int = 2

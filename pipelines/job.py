@@ -314,7 +314,11 @@ def _register(ctx: JobContext) -> dict:
     mv = registry.register_version(info.model_uri, cfg.mlflow.registered_model, tags=tags, description=desc,
                                    tracking_uri=uri)
     decision = registry.promote_if_better(cfg.mlflow.registered_model, mv.version, cfg.mlflow.promote_metric,
-                                          cfg.mlflow.promote_margin, tracking_uri=uri)
+                                          cfg.mlflow.promote_margin, tracking_uri=uri, trigger="register stage")
+    # Every version side by side, in the new version's run: the UI shows it beside the model.
+    from pipelines.versions import log_comparison
+
+    log_comparison(cfg.mlflow.registered_model, mv.run_id, uri)
     verdict = "promoted to champion" if decision.promoted else "champion unchanged"
     log.info("register: %s version %s (%s): %s", cfg.mlflow.registered_model, mv.version, verdict, decision.reason)
     ctx.results["final_report"] = final_report(cfg, uri, mv.version, decision, metrics)

@@ -15,13 +15,17 @@
 Input: a DataFrame with an ``image`` column (encoded bytes) or a ``path`` column (local path or
 URI). Output: one row per detection with ``image`` (input row), ``wnid``, ``name``, ``label``
 (the hierarchical label, 'Norfolk terrier < terrier < dog'), ``score`` and ``x1 y1 x2 y2`` in
-pixels. ``thresh``, ``hier_thresh`` and ``nms`` can be passed as inference params.
+pixels. ``thresh``, ``hier_thresh`` and ``nms`` can be passed as inference params. The model carries
+its signature and a one-image input example (``serving_input_example.json``), so ``mlflow models
+serve`` validates requests and the UI shows a working "Predict" snippet.
 
 **Versions and aliases.** Every registered version carries tags (data manifest fingerprints,
 tree hash, git commit, ``metric.<name>`` values) and a description, and gets the alias
 ``candidate``. ``champion`` moves to it only when its ``metric.<promote_metric>`` tag beats the
-champion's by more than ``promote_margin``; each move is recorded on the registered model
-(tag ``champion_history``), which is what ``rollback`` walks back.
+champion's by more than ``promote_margin``; each move is recorded on the registered model:
+the versions in tag ``champion_history`` (what ``rollback`` walks back) and one tag
+``champion_move.NNNN`` per move (version, previous champion, when, who, what triggered it and
+why), which ``y9k registry history`` shows and pipelines/versions.py turns into champion periods.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import contextlib
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,8 @@ from pipelines.errors import PipelineError
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
+# One registered-model tag per champion move: champion_move.0001, ... (JSON, see record_move).
+MOVE_TAG_PREFIX = "champion_move."
 METRIC_PREFIX = "metric."
 OUTPUT_COLUMNS = ["image", "wnid", "name", "label", "score", "x1", "y1", "x2", "y2"]
 _PKG_ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +176,22 @@ def model_signature(thresh: float = 0.24, hier_thresh: float = 0.5, nms: float =
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+def input_example(size: int = 64) -> pd.DataFrame:
+    """One small encoded image: MLflow stores it with the model (``input_example.json`` and
+    ``serving_input_example.json``, base64), checks the model serves it when logging, and the UI's
+    "Predict" snippet uses it."""
+    import io
+
+    from PIL import Image
+
+    # A mid-grey square with a darker block: a valid JPEG of a few hundred bytes, always the same.
+    img = Image.new("RGB", (size, size), (128, 128, 128))
+    img.paste((60, 60, 60), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return pd.DataFrame({"image": [buf.getvalue()]})
+
+
 def _pyfunc_kwargs(artifacts: Mapping[str, str]) -> dict[str, Any]:
     import PIL
     import torch
@@ -179,6 +200,7 @@ def _pyfunc_kwargs(artifacts: Mapping[str, str]) -> dict[str, Any]:
     return dict(
         python_model=YoloPyfunc(), artifacts=dict(artifacts),
         signature=model_signature(settings["thresh"], settings["hier_thresh"], settings["nms"]),
+        input_example=input_example(),
         # yolo_core and pipelines travel with the model: loading needs the pip requirements only.
         code_paths=[str(_PKG_ROOT / "yolo_core"), str(_PKG_ROOT / "pipelines")],
         # Explicit requirements: inferring them would load the model in a subprocess.
@@ -188,26 +210,18 @@ def _pyfunc_kwargs(artifacts: Mapping[str, str]) -> dict[str, Any]:
     )
 
 
-@contextlib.contextmanager
-def _no_input_example_warning() -> Iterator[None]:
-    # The signature is explicit; an input example would make MLflow run the model while logging.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*input example was not provided")
-        yield
-
-
 def log_pyfunc(model: Any, *, name: str = "model", **bundle: Any) -> Any:
     """Log ``model`` as a pyfunc into the active MLflow run; returns MLflow's ModelInfo.
 
     ``bundle`` holds :func:`write_bundle`'s keywords (wnids, names, parents, config_yaml, ...).
     """
-    with tempfile.TemporaryDirectory() as tmp, _no_input_example_warning():
+    with tempfile.TemporaryDirectory() as tmp:
         return mlflow.pyfunc.log_model(name=name, **_pyfunc_kwargs(write_bundle(tmp, model, **bundle)))
 
 
 def save_pyfunc(path: str | Path, model: Any, **bundle: Any) -> None:
     """Save ``model`` as a pyfunc model directory (no tracking server needed)."""
-    with tempfile.TemporaryDirectory() as tmp, _no_input_example_warning():
+    with tempfile.TemporaryDirectory() as tmp:
         mlflow.pyfunc.save_model(str(path), **_pyfunc_kwargs(write_bundle(tmp, model, **bundle)))
 
 
@@ -348,15 +362,48 @@ def _history(client: Any, name: str, tracking_uri: str | None = None) -> list[st
             from None
 
 
-def _set_champion(client: Any, name: str, version: str, history: list[str]) -> None:
+def _set_champion(client: Any, name: str, version: str, history: list[str], previous: str | None,
+                  trigger: str, reason: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    record_move(client, name, version, previous, trigger, reason)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in a container
+        return "unknown"
+
+
+def record_move(client: Any, name: str, version: str, previous: str | None, trigger: str, reason: str) -> None:
+    """Tag the registered model with one champion move (tags have no length limit in number,
+    unlike one growing JSON value)."""
+    import time
+
+    seq = len(champion_moves(name, client=client)) + 1
+    move = {"version": str(version), "from": previous, "at": int(time.time() * 1000), "by": _user(),
+            "trigger": trigger, "reason": reason}
+    client.set_registered_model_tag(name, f"{MOVE_TAG_PREFIX}{seq:04d}", json.dumps(move))
+
+
+def champion_moves(name: str, tracking_uri: str | None = None, client: Any = None) -> list[dict[str, Any]]:
+    """Every recorded champion move of ``name``, oldest first."""
+    client = client or _client(tracking_uri)
+    try:
+        tags = client.get_registered_model(name).tags
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    return [json.loads(tags[k]) for k in sorted(t for t in tags if t.startswith(MOVE_TAG_PREFIX))]
 
 
 def promote_if_better(name: str, version: str | int, metric: str, margin: float = 0.0, *, force: bool = False,
-                      tracking_uri: str | None = None) -> Decision:
+                      tracking_uri: str | None = None, trigger: str = "promote") -> Decision:
     """Move ``champion`` to ``version`` when its metric beats the champion's by more than ``margin``
-    (or when there is no champion yet, or ``force``)."""
+    (or when there is no champion yet, or ``force``). ``trigger`` (the register stage, a manual
+    promote) is recorded with the move."""
     client = _client(tracking_uri)
     version = str(version)
     with _mlflow_errors(tracking_uri, f"registered model {name!r} has no version {version}"):
@@ -364,7 +411,8 @@ def promote_if_better(name: str, version: str | int, metric: str, margin: float 
     value = metric_of(mv, metric)
     cur = champion(name, tracking_uri)
     cur_value = metric_of(cur, metric) if cur is not None else None
-    cur_version = cur.version if cur is not None else None
+    # str: the sqlite store gives int versions, the REST API strings.
+    cur_version = str(cur.version) if cur is not None else None
     d = Decision(version, False, "", value, cur_version, cur_value)
     if cur_version == version:
         d.reason = f"version {version} is already the champion"
@@ -386,16 +434,18 @@ def promote_if_better(name: str, version: str | int, metric: str, margin: float 
         history = _history(client, name, tracking_uri)
         if cur_version is not None and (not history or history[-1] != cur_version):
             history.append(cur_version)  # a champion set outside this module still gets a way back
-        _set_champion(client, name, version, history + [version])
+        _set_champion(client, name, version, history + [version], cur_version, trigger, d.reason)
     return d
 
 
-def rollback(name: str, to_version: str | int | None = None, tracking_uri: str | None = None) -> str:
+def rollback(name: str, to_version: str | int | None = None, tracking_uri: str | None = None,
+             trigger: str = "rollback") -> str:
     """Point ``champion`` back at the previous champion (or at ``to_version``); returns the version."""
     client = _client(tracking_uri)
     history = _history(client, name, tracking_uri)
     cur = champion(name, tracking_uri)
-    if cur is not None and history and history[-1] == cur.version:
+    cur_version = str(cur.version) if cur is not None else None  # an int from the sqlite store
+    if cur_version is not None and history and history[-1] == cur_version:
         history = history[:-1]
     if to_version is None:
         if not history:
@@ -406,8 +456,8 @@ def rollback(name: str, to_version: str | int | None = None, tracking_uri: str |
         with _mlflow_errors(tracking_uri, f"registered model {name!r} has no version {target}"):
             client.get_model_version(name, target)
         history = history + [target] if not history or history[-1] != target else history
-    client.set_registered_model_alias(name, CHAMPION, target)
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    reason = f"rolled back to version {target}" + (" (chosen)" if to_version is not None else " (the previous champion)")
+    _set_champion(client, name, target, history, cur_version, trigger, reason)
     return target
 
 

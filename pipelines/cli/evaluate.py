@@ -4,7 +4,7 @@
     y9k predict --model models:/yolo9000@champion --images photos/ --out preds.jsonl --draw drawn/
     y9k predict --cfg yolo9000.cfg --weights yolo9000.weights --tree 9k.tree --names 9k.names --images dog.jpg
     y9k export --model models:/yolo9000@champion --format onnx --out yolo9000.onnx
-    y9k registry list | show champion | promote 3 | rollback
+    y9k registry list | show champion | promote 3 | rollback | compare --metric map50_unseen | history
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from typing import Any
 
 from pipelines.cli.common import add_config_args, load_cli_config
 from pipelines.errors import PipelineError
+from pipelines.progress import Progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# `y9k predict` prints a progress line every this many images when stderr is not a terminal.
+PROGRESS_EVERY = 25
 # darknet HEAD's `detector test` defaults.
 DARKNET_THRESH, DARKNET_HIER_THRESH, DARKNET_NMS = 0.5, 0.5, 0.45
 # darknet's `yolo test` defaults, its YOLOv1 path ([detection] layer: resize, no letterbox).
@@ -99,11 +102,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("registry", help="browse and act on the MLflow model registry",
                        description="List versions with aliases and metrics, show one, promote a version to "
                        "champion (only if it beats the champion on mlflow.promote_metric by mlflow.promote_margin, "
-                       "unless --force), or roll champion back.")
+                       "unless --force), roll champion back, compare every version, or show who was champion when.")
     rsub = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
     for name, helptext in (("list", "versions, newest first"), ("show", "one version: tags and description"),
                            ("promote", "move champion to a version if it is better"),
-                           ("rollback", "move champion back to the previous one (or --to VERSION)")):
+                           ("rollback", "move champion back to the previous one (or --to VERSION)"),
+                           ("compare", "every version side by side (metrics, data fingerprint, tree hash, aliases, "
+                            "champion periods) and a plot of the metrics across versions with the champion periods "
+                            "shaded"),
+                           ("history", "the champion moves: when, which version, from which, who, and why (the "
+                            "metric margin, or a manual promote / rollback)")):
         rp = rsub.add_parser(name, help=helptext, description=helptext)
         add_config_args(rp)
         rp.add_argument("--name", help="registered model (default: mlflow.registered_model)")
@@ -113,6 +121,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             rp.add_argument("--force", action="store_true", help="promote without comparing")
         if name == "rollback":
             rp.add_argument("--to", help="a version to make champion")
+        if name == "compare":
+            rp.add_argument("--metric", action="append", metavar="NAME",
+                            help="a metric to compare (a version's metric.<NAME> tag; repeatable; default: "
+                            "map50_all, map50_seen, map50_unseen)")
+            rp.add_argument("--out", metavar="PNG", help="where to write the plot (default: ./<model>-versions.png)")
         rp.set_defaults(func=cmd_registry, action=name)
 
 
@@ -264,6 +277,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError(f"--input-size {det.input_size} is not a multiple of 32")
     files = expand_images(args.images)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
+    progress = Progress("predict", len(files), every=PROGRESS_EVERY)  # on stderr: stdout may be the output
     # Drawing needs the full-size image; otherwise JPEGs decode at reduced size where the letterbox shrinks them.
     reduce_to = None if args.draw else det.decode_size
     try:
@@ -274,7 +288,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 _write_prediction(out, uri, img, d, wnids, names, labels)
                 if args.draw:
                     _draw(args.draw, uri, img, d, labels)
+            progress.update(len(batch))
     finally:
+        progress.close()
         if out is not sys.stdout:
             out.close()
     print(f"{len(files)} images -> {args.out if args.out != '-' else 'stdout'}"
@@ -366,10 +382,22 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print(json.dumps(registry.show_version(name, args.version, uri), indent=2, sort_keys=True))
     elif args.action == "promote":
         d = registry.promote_if_better(name, args.version, metric, cfg.mlflow.promote_margin, force=args.force,
-                                       tracking_uri=uri)
+                                       tracking_uri=uri, trigger="y9k registry promote")
         print(f"{name} version {d.version}: {'promoted to champion' if d.promoted else 'not promoted'} ({d.reason})")
         return 0 if d.promoted else 1
+    elif args.action == "compare":
+        from pipelines import versions
+
+        cmp = versions.compare(name, uri, args.metric or versions.DEFAULT_METRICS)
+        print(versions.table(cmp))
+        out = args.out or f"{name}-versions.png"
+        Path(out).write_bytes(versions.png_bytes(versions.plot(cmp)))
+        print(f"plot: {out}")
+    elif args.action == "history":
+        from pipelines import versions
+
+        print(versions.history(name, uri))
     else:
-        v = registry.rollback(name, args.to, uri)
+        v = registry.rollback(name, args.to, uri, trigger="y9k registry rollback")
         print(f"{name}: champion is now version {v}")
     return 0

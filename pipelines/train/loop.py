@@ -2,7 +2,8 @@
 
     build the model -> restore a checkpoint (or warm start) -> wrap in DDP ->
     for each step: pick the input size, set the lr, accumulate `subdivisions` micro-batches
-    (forward, loss, backward), optimizer step, log, checkpoint.
+    (forward, loss, backward), optimizer step, log (MLflow, and a report for the driver's
+    console), checkpoint.
 
 Ray Train runs :func:`train_loop_per_worker` on every worker; ``config`` comes from
 stage.run_train (the config as a dict, the tree, the anchors, the MLflow run). A step is one
@@ -32,6 +33,7 @@ from pipelines.config import Config, config_from_dict
 from pipelines.train import checkpoint as ckpt_io
 from pipelines.train.data import JointBatches, batch_split, multiscale_size
 from pipelines.train.optim import build_optimizer, learning_rate, param_groups, set_lr
+from pipelines.train.progress import PROGRESS_KEY
 from pipelines.train.tracking import Tracker, prediction_grid, system_tags
 
 log = logging.getLogger("y9k.train")
@@ -113,6 +115,17 @@ def log_predictions(model: torch.nn.Module, jpegs: list[bytes], cfg: Config, tre
     tracker.log_image(prediction_grid(x, dets), f"predictions/step_{step:07d}.png")
 
 
+def _quiet_report_log() -> None:
+    """Ray Train logs every report's whole metrics dict from every worker at INFO; the driver
+    prints the same numbers readably (pipelines/train/progress.py). Its logger is named by the
+    module's file path."""
+    try:
+        from ray.train.v2._internal.execution import context as ray_train_context
+    except ImportError:  # another Ray layout: its log stays as it is
+        return
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -123,6 +136,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     cfg = config_from_dict(config["cfg"])
     t = cfg.train
+    _quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -221,6 +235,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step += 1
         window_steps += 1
 
+        progress: dict[str, Any] = {}
         if step % t.log_every == 0 or step == stop:
             elapsed = time.perf_counter() - window_start
             metrics = {f"loss_{k}": v / window_steps for k, v in sums.items()}
@@ -231,6 +246,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "data_wait_fraction": batches.wait_s / elapsed,
             })
             tracker.log_metrics(metrics, step=step)
+            # The same window for the driver's console (see pipelines/train/progress.py).
+            progress = {**metrics, PROGRESS_KEY: True, "step": step, "window_steps": window_steps,
+                        "step_s": elapsed / window_steps}
             sums.clear()
             window_start, window_steps, window_cut, window_unmapped = time.perf_counter(), 0, 0, 0
             batches.wait_s = 0.0
@@ -238,6 +256,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if t.eval_every and step % t.eval_every == 0 and rank == 0 and config.get("preview"):
             log_predictions(core, config["preview"], cfg, tree_dev, tracker, step, device)
 
+        # Every worker reports at the same steps (a report is a collective in Ray Train); a step
+        # that is both a log and a checkpoint step sends one report carrying both.
         if step % t.checkpoint_every == 0 or step == stop:
             with tempfile.TemporaryDirectory() as d:
                 state = None
@@ -246,9 +266,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                              "seen": seen, "run_id": run_id, "schedule": schedule_of(cfg)}
                 ckpt_io.write_checkpoint(d, rank, {"position": batches.position(), "step": step}, state)
                 tracker.flush()  # the logged metrics are durable before the checkpoint is
-                ray.train.report({"step": step, "seen": seen, "lr": lr},
+                ray.train.report({**progress, "step": step, "seen": seen, "lr": lr},
                                  checkpoint=ray.train.Checkpoint.from_directory(d),
                                  checkpoint_dir_name=f"checkpoint_{step:09d}")
+        elif progress:
+            ray.train.report(progress)
     if step >= t.max_steps:
         tracker.finish("FINISHED")
     else:

@@ -8,19 +8,22 @@ checkpoints there (``checkpoint_<step>/``), and calling ``run_train`` again with
 ``out_uri`` resumes from the latest one (Ray restores its checkpoint manager from that
 directory), continuing the step counter, the lr schedule and the same MLflow run (its id is
 kept in ``mlflow_run.json`` and in every checkpoint). A finished run (manifest with the same
-config hash) is not trained again.
+config hash) is not trained again. While it trains, the driver's console shows the step, loss,
+lr, images/s, data wait and ETA every ``train.log_every`` steps (pipelines/train/progress.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
+from pipelines.lineage import TRAINING, log_shard_inputs
 from pipelines.shards import shard_files
 from pipelines.train.data import (
     batch_split,
@@ -31,6 +34,7 @@ from pipelines.train.data import (
     training_datasets,
 )
 from pipelines.train.loop import train_loop_per_worker
+from pipelines.train.progress import TrainProgress
 from pipelines.train.tracking import create_run
 from wordtree_build.tree import WordTree
 
@@ -118,6 +122,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     tree_payload, tags = _tree_payload(tree)
     tracking_uri = cfg.mlflow.resolved_tracking_uri()
     run_id = _run_id(cfg, out_uri, tracking_uri, tags)
+    log_shard_inputs(tracking_uri, run_id, list(shards), TRAINING, opts)
     epochs = epochs_per_pass(rows_by_kind, t)
     if epochs > 1:
         log.info("train: small shards (%s), %d epochs per pass over them", rows_by_kind, epochs)
@@ -134,22 +139,27 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     }
     limits = _stream_cpu_limits(t)
     log.info("train: CPUs per data stream: %s", limits)
-    result = _fit(TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name=name, storage_path=parent, storage_filesystem=fs,
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-        datasets=training_datasets(list(shards), t, opts, epochs),
-        # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
-        dataset_config=ray.train.DataConfig(execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
-    ))
+    progress = TrainProgress(t.max_steps)
+    with _quiet_data_bars():  # the trainer copies the DataContext now, for the split coordinators
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=loop_config,
+            torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker},
+            ),
+            run_config=ray.train.RunConfig(
+                name=name, storage_path=parent, storage_filesystem=fs,
+                failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                callbacks=[progress.callback()],
+            ),
+            datasets=training_datasets(list(shards), t, opts, epochs),
+            # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
+            dataset_config=ray.train.DataConfig(execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
+        )
+    with progress:
+        result = _fit(trainer)
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     step = int(metrics.get("step", 0))
     ckpt_uri = result.checkpoint.path if result.checkpoint is not None else None
@@ -161,6 +171,21 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
             counts={"step": step}, extra={"run_id": run_id, "checkpoint_uri": ckpt_uri, "metrics": metrics},
         ), opts)
     return TrainResult(out_uri, run_id, step, ckpt_uri, metrics)
+
+
+@contextlib.contextmanager
+def _quiet_data_bars() -> Iterator[None]:
+    """Ray Data's progress bars off for what is created inside (the training streams' split
+    coordinators: their bars say nothing a user needs while the training line runs)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    before = ctx.enable_progress_bars
+    ctx.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars = before
 
 
 def _fit(trainer: Any) -> Any:

@@ -6,6 +6,7 @@ per session on a free port and stopped at the end, by its own process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,22 +43,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> str:
-    """The tracking URI of a fresh `mlflow server` (http://127.0.0.1:PORT)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    root = tmp_path_factory.mktemp("mlflow-server")
-    # Create the schema here (mlflow is imported by the tests anyway): the server then finds an
-    # up-to-date database instead of running every migration during its start-up.
-    SqlAlchemyStore(f"sqlite:///{root / 'mlflow.db'}", "mlflow-artifacts:/")
+@contextlib.contextmanager
+def running_mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
+    """`mlflow server` over ``backend_store_uri`` on a free loopback port, in ``root`` (its log and
+    artifacts folder); yields http://127.0.0.1:PORT and stops the server's own process group."""
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+    cmd = [str(mlflow_bin), "server", "--backend-store-uri", backend_store_uri,
            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
                             env={**os.environ, "MLFLOW_TRACKING_URI": ""})
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -73,3 +70,16 @@ def mlflow_server(tmp_path_factory) -> str:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """The tracking URI of a fresh `mlflow server` (http://127.0.0.1:PORT)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    # Create the schema here (mlflow is imported by the tests anyway): the server then finds an
+    # up-to-date database instead of running every migration during its start-up.
+    SqlAlchemyStore(f"sqlite:///{root / 'mlflow.db'}", "mlflow-artifacts:/")
+    with running_mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as uri:
+        yield uri

@@ -113,8 +113,22 @@ def ray_head(tmp_path: Path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def shared_run() -> dict:
+    """What the job-submit test leaves for the later tests of this module (its storage root and
+    tracking URI), so that they look at the same pipeline run instead of training again."""
+    return {}
+
+
+def _shared(shared_run: dict) -> dict:
+    if "root" not in shared_run:
+        pytest.skip("needs test_job_submit_then_commands_cache_and_retrain (this module) to have run and passed")
+    return shared_run
+
+
 @pytest.mark.slow
-def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, monkeypatch, capsys, caplog):
+def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, monkeypatch, capsys, caplog,
+                                                    shared_run):
     """One pipeline run shared by every check of it: `ray job submit ... python pipelines/full.py`
     to a real `ray start --head` logging into a real `mlflow server`; then on the same root the
     stage commands pick what the job picked, `y9k run` finds everything cached, the plan of a
@@ -144,6 +158,9 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, mon
         jobs = JobSubmissionClient(address).list_jobs()
         assert [j.status for j in jobs] == [JobStatus.SUCCEEDED], out[-4000:]
     assert set(_statuses(res.stdout).values()) == {"ran"}, res.stdout
+    # Training said what it was doing on the driver's console: a line per train.log_every (2) steps.
+    steps = [ln.split("train: step ", 1)[1].split()[0] for ln in out.splitlines() if "train: step " in ln]
+    assert steps == ["2/4", "4/4"], out[-3000:]
     assert f"registered model: {MODEL} version 1 (now champion: no champion yet)" in out
     assert f"open {mlflow_server}" in out
     client = _client(mlflow_server)
@@ -226,6 +243,7 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, mon
     better = float(v2.tags["metric.map50_all"]) > float(v1.tags["metric.map50_all"])
     assert champ == ("2" if better else "1")
     assert ("now champion" if better else "champion unchanged") in grown
+    shared_run.update(root=root, uri=mlflow_server)
 
 
 @pytest.mark.slow
@@ -261,3 +279,145 @@ def test_pipeline_with_all_data_on_s3(tmp_path):
         assert str(version.version) == "1"
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_runs_carry_dataset_lineage_and_versions_link_to_them(shared_run, tmp_path):
+    """Each training run lists the shard directories it read (context training) and the DET val
+    shards it was evaluated on (context evaluation), digest = the ingest manifest's fingerprint;
+    MLflow's own dataset search finds the runs; the register stage logged the version comparison."""
+    from pipelines import manifest, versions
+
+    _shared(shared_run)
+    root, client = shared_run["root"], _client(shared_run["uri"])
+    v1, v2 = (client.get_model_version(MODEL, v) for v in ("1", "2"))
+    run = client.get_run(v2.run_id)  # the latest training: the shards as they are now
+    assert run.info.run_name.startswith("train-") and v2.tags["train_run_id"] == v2.run_id
+    inputs = {(d.dataset.name, d.tags[0].value): d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {("coco-train", "training"), ("imagenet-train", "training"),
+                           ("imagenet_det-val", "evaluation")}
+    for (name, _), ds in inputs.items():
+        m = manifest.read_manifest(str(root / "shards" / name))
+        assert ds.digest == m.inputs_fingerprint and json.loads(ds.profile) == {"num_rows": m.counts["images_accepted"]}
+        assert json.loads(ds.source) == {"uri": str(root / "shards" / name)}
+        assert [c["name"] for c in json.loads(ds.schema)["mlflow_colspec"]][:4] == ["image_id", "dataset", "split", "kind"]
+    # Version 1 was trained before the new images: another imagenet-train digest, the same coco-train.
+    digests1 = {d.dataset.name: d.dataset.digest for d in client.get_run(v1.run_id).inputs.dataset_inputs}
+    assert digests1["coco-train"] == inputs[("coco-train", "training")].digest
+    assert digests1["imagenet-train"] != inputs[("imagenet-train", "training")].digest
+    # MLflow's own search by dataset finds both versions' runs (and any other run that read it,
+    # such as the `y9k train --stop-after 1` above).
+    found = client.search_runs([run.info.experiment_id], filter_string="dataset.name = 'imagenet-train'")
+    assert {v1.run_id, v2.run_id} <= {r.info.run_id for r in found}
+    assert all("imagenet-train" in {d.dataset.name for d in r.inputs.dataset_inputs} for r in found)
+    # The comparison of every version, logged into the latest version's run.
+    table = Path(client.download_artifacts(v2.run_id, versions.TABLE_FILE, str(tmp_path))).read_text()
+    rows = {ln.split()[0]: ln for ln in table.splitlines()[1:3]}
+    assert set(rows) == {"1", "2"} and v1.tags["data.ingest.fingerprint"] in rows["1"]
+    assert "version 1 (first champion)" in table
+    assert versions.PLOT_FILE in {f.path for f in client.list_artifacts(v2.run_id, "registry")}
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_detections(shared_run, tmp_path):
+    """`mlflow models serve` of a registered version (env-manager local) on a loopback port: the
+    scoring server validates the request against the signature and answers with the rows the
+    model gives in this process."""
+    import base64
+    import urllib.request
+
+    import mlflow
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    _shared(shared_run)
+    part = sorted((shared_run["root"] / "shards" / "imagenet_det-val").glob("*.parquet"))[0]
+    image = pq.read_table(part, columns=["image"])["image"][0].as_py()
+    port = free_port()
+    # The venv's bin on PATH, as for a user in an activated venv: the server execs `uvicorn` from it.
+    env = _env(MLFLOW_TRACKING_URI=shared_run["uri"],
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                                 f"models:/{MODEL}/2", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/ping", proc, log_path, "mlflow models serve", timeout=120)
+            body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image).decode()]]},
+                    "params": {"thresh": 0.01}}
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                served = pd.DataFrame(json.load(r)["predictions"])
+            # A request that breaks the signature is refused with MLflow's message, not a traceback.
+            bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"dataframe_split": {"columns": ["image"], "data": [[3]]}}
+                                                         ).encode(), headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(bad, timeout=60)
+            assert refused.value.code == 400
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(shared_run["uri"])
+    try:
+        local = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(pd.DataFrame({"image": [image]}),
+                                                                        params={"thresh": 0.01})
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert len(served) > 0 and list(served.columns) == list(local.columns)
+    pd.testing.assert_frame_equal(served, local.reset_index(drop=True), check_dtype=False, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_charts_datasets_aliases_and_comparison(shared_run, tmp_path):
+    """The pipeline's MLflow store through the MLflow UI (a React app) in headless Chromium: what a
+    person sees, checked on the rendered pages; screenshots are kept in this test's temp folder.
+    The UI is the `mlflow server` (loopback, sqlite store) the pipeline run above logged into."""
+    from pipelines import versions
+    from tests.integration.browser import Chromium, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    _shared(shared_run)
+    client = _client(shared_run["uri"])
+    v1 = client.get_model_version(MODEL, "1")
+    exp_id = client.get_run(v1.run_id).info.experiment_id
+    latest = client.get_model_version(MODEL, "2")
+    ui = shared_run["uri"]
+    with Chromium(tmp_path) as page:
+        run_url = f"{ui}/#/experiments/{exp_id}/runs/{v1.run_id}"
+        # The run's overview lists its datasets: the first one inline, the others behind "+2".
+        page.goto(run_url)
+        page.wait_for_text(["Datasets", "coco-train", "Training", "+2"], timeout=60)
+        page.click_text("+2")
+        page.wait_for_text(["imagenet-train", "imagenet_det-val", "Evaluation"])
+        page.screenshot(tmp_path / "run-datasets.png")
+        # Its charts: the training loss and the evaluation mAP, drawn (plotly traces).
+        page.goto(f"{run_url}/model-metrics")
+        for metric in ("loss_total", "map50_all"):
+            page.type_into("input[placeholder='Search metric charts']", metric)
+            # One chart left by the search, titled with the metric, drawn (an svg wider than an icon:
+            # a line chart for the loss over steps, a bar for the single mAP value).
+            page.wait_for(f"document.body.innerText.includes('Model metrics\\n(1)\\n{metric}') && "
+                          "[...document.querySelectorAll('svg')].some(s => s.getBoundingClientRect().width > 150 "
+                          "&& s.querySelectorAll('path').length > 2)")
+            page.screenshot(tmp_path / f"chart-{metric}.png")
+        # The registered model with its versions and champion moves, and each alias on its version's page.
+        page.goto(f"{ui}/#/models/{MODEL}")
+        page.wait_for_text(["Version 1", "Version 2", "@ candidate", "champion_move.0001"])
+        page.screenshot(tmp_path / "model.png")
+        for alias in ("champion", "candidate"):
+            version = client.get_model_version_by_alias(MODEL, alias).version
+            page.goto(f"{ui}/#/models/{MODEL}/versions/{version}")
+            page.wait_for_text([f"Version {version}", "Aliases", f"@ {alias}"])
+            page.screenshot(tmp_path / f"version-{alias}.png")
+        # The version comparison logged by the register stage, shown as an image.
+        page.goto(f"{ui}/#/experiments/{exp_id}/runs/{latest.run_id}/artifacts/{versions.PLOT_FILE}")
+        page.wait_for("[...document.images].some(i => i.complete && i.naturalWidth == 900)")
+        page.screenshot(tmp_path / "comparison.png")
+    for name in ("run-datasets", "chart-loss_total", "chart-map50_all", "model", "version-champion",
+                 "version-candidate", "comparison"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name

@@ -152,3 +152,50 @@ def test_evaluation_is_logged_into_the_training_run(server, logged):
     # Without a run id, a new evaluation run linked to the training run.
     other = log_evaluation(cfg, summary, "class\n", plots.pr_curves(res, gt.class_names), [], None, run_id)
     assert other != run_id and client.get_run(other).data.tags["y9k.train_run_id"] == run_id
+
+
+def test_compare_and_history_show_every_version_and_champion_move(server, logged, capsys, monkeypatch, tmp_path):
+    from PIL import Image
+
+    from pipelines import versions
+
+    if len(registry.champion_moves(NAME)) < 4:  # run alone: make the moves the test above makes
+        test_versions_aliases_promotion_and_rollback(server, logged, capsys, monkeypatch)
+        capsys.readouterr()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    args = ["--set", f"mlflow.registered_model={NAME}"]
+    moves = registry.champion_moves(NAME)
+    # v1 first; v3 by the metric margin; rollback to v1; manual promote of v3.
+    assert [(m["version"], m["from"], m["trigger"]) for m in moves[-4:]] == [
+        ("1", None, "promote"), ("3", "1", "promote"), ("1", "3", "y9k registry rollback"),
+        ("3", "1", "y9k registry promote")]
+    assert "0.4000 > champion 0.3000 + margin 0.01" in moves[-3]["reason"]
+    assert [m["at"] for m in moves] == sorted(m["at"] for m in moves)
+
+    assert main(["registry", "history", *args]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(moves)
+    assert "version 1 (first champion)" in lines[0] and "no champion yet" in lines[0]
+    assert "version 3 (from version 1)" in lines[-1] and "via y9k registry promote" in lines[-1]
+
+    out = tmp_path / "cmp.png"
+    assert main(["registry", "compare", "--metric", "map50_all", "--metric", "map50_unseen", "--out", str(out),
+                 *args]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].split()[:4] == ["version", "registered", "(UTC)", "map50_all"]
+    rows = {ln.split()[0]: ln for ln in text[1:-1]}
+    assert set(rows) >= {"1", "2", "3"}
+    assert "0.3000" in rows["1"] and "0.1500" in rows["1"] and "f00d" not in rows["1"]  # that is a det-val tag
+    assert "abc123" in rows["2"]
+    assert rows["2"].rstrip().endswith("-")  # never champion
+    assert rows["1"].count("->") == 2 and rows["3"].count("->") == 2  # champion twice each
+    assert rows["3"].rstrip().endswith("-> now")
+    assert text[-1] == f"plot: {out}"
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (900, 450)
+
+    # What the register stage logs into the latest version's run.
+    cmp = versions.log_comparison(NAME, logged[0], server)
+    assert [p.version for p in cmp["periods"]][-4:] == ["1", "3", "1", "3"]
+    files = {f.path for f in mlflow.MlflowClient(server).list_artifacts(logged[0], "registry")}
+    assert files == {versions.PLOT_FILE, versions.TABLE_FILE}

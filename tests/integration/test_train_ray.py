@@ -130,7 +130,7 @@ def _history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]
     return sorted((m.step, m.value) for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
 
 
-def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path):
+def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, capsys):
     from pipelines.train.stage import run_train
 
     cfg = _cfg(tmp_path, "train.max_steps=6", "train.steps=[4]", "train.scales=[0.1]", "train.checkpoint_every=2",
@@ -138,10 +138,18 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path):
     out = str(tmp_path / "train" / "run1")
     first = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out, stop_after=3)
     assert first.step == 3 and first.checkpoint_uri.endswith("checkpoint_000000003")
+    # The driver's console: one line per logged step, reported through Ray Train (no TTY here).
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train: step ")]
+    assert [ln.split()[2] for ln in lines] == ["1/6", "2/6", "3/6"], lines
+    for part in ("loss ", "coord ", "cls ", "lr ", "images/s", "data wait ", "ETA "):
+        assert part in lines[-1], (part, lines[-1])
 
     second = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out)
     assert second.run_id == first.run_id  # the same MLflow run continues
     assert second.step == 6 and second.metrics["seen"] == 6 * 4  # no step repeated, none skipped
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train: step ")]
+    assert [ln.split()[2] for ln in lines] == ["4/6", "5/6", "6/6"], lines
+    assert lines[-1].endswith("ETA 0s")
     # The data position continued too: 6 batches into the first epoch of each stream, not 3.
     import torch
 
@@ -162,6 +170,17 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.tags["tree_hash"] == "test-tree-6"
     assert run.data.params["train.max_steps"] == "6"
+    # Lineage: both shard directories as training inputs, digest = their manifest fingerprint.
+    from pipelines.manifest import read_manifest
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"synth-detection", "synth-classification"}
+    det = inputs["synth-detection"]
+    assert det.dataset.digest == read_manifest(shards[0]).inputs_fingerprint
+    assert json.loads(det.dataset.profile) == {"num_rows": 16}
+    assert json.loads(det.dataset.source) == {"uri": shards[0]}
+    assert [(t.key, t.value) for t in det.tags] == [("mlflow.data.context", "training")]
+    assert "box_nodes" in det.dataset.schema
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(first.run_id, "predictions")}
     assert artifacts == {"predictions/step_0000003.png", "predictions/step_0000006.png"}
     assert {a.path for a in MlflowClient(uri).list_artifacts(first.run_id)} >= {"config.yaml", "anchors.json"}
@@ -180,7 +199,8 @@ def _train_worker_pids() -> list[int]:
 def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
     from pipelines.train.stage import run_train
 
-    cfg = _cfg(tmp_path, "train.num_workers=2", "train.max_steps=16", "train.checkpoint_every=2",
+    # log_every = checkpoint_every: one Ray Train report per two steps, as many as checkpoints alone need.
+    cfg = _cfg(tmp_path, "train.num_workers=2", "train.max_steps=16", "train.checkpoint_every=2", "train.log_every=2",
                "train.max_failures=1", "train.steps=[100]", "train.scales=[0.1]")
     out = tmp_path / "train" / "ft"
     killed: dict[str, int] = {}
@@ -215,7 +235,7 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
     # The restart began at the latest checkpoint there was when the worker died: nothing lost
     # beyond the checkpoint interval.
     assert resumed[1] >= killed["latest"] and resumed[1] % 2 == 0 and resumed[1] < 16
-    assert {s for s, _ in _history(uri, result.run_id, "loss_total")} == set(range(1, 17))
+    assert {s for s, _ in _history(uri, result.run_id, "loss_total")} == set(range(2, 17, 2))
 
 
 def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path):
