@@ -198,6 +198,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ray.train.report({"step": step, "seen": seen, "lr": lr},
                                  checkpoint=ray.train.Checkpoint.from_directory(d),
                                  checkpoint_dir_name=f"checkpoint_{step:09d}")
+    batches.close()
     if step >= t.max_steps:
         tracker.finish("FINISHED")
     else:
