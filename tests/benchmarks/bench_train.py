@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -99,15 +100,18 @@ def ray_windows(client, run_id: str) -> list[dict[str, float]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def measure(windows: list[dict[str, float]], sampler: CpuSampler) -> dict[str, object]:
-    """Steady state of one run: its windows after the first (start-up), and the CPU seconds each
-    process group spent per 100 steps over them."""
+def measure(windows: list[dict[str, float]], sampler: CpuSampler, started: float) -> dict[str, object]:
+    """One run: its windows after the first (start-up) and the CPU seconds each process group spent
+    per 100 steps over them; and the whole run from the call (start-up and data read ahead included)."""
     steady = windows[1:]
     steps = steady[-1]["step"] - windows[0]["step"]
     cpu = sampler.between(windows[0]["time"], steady[-1]["time"])
+    whole = sampler.between(started, steady[-1]["time"])
     return {"images_per_s": [w["images_per_s"] for w in steady],
             "data_wait_fraction": [w["data_wait_fraction"] for w in steady],
-            "cpu_s_per_100_steps": {k: round(v * 100 / steps, 2) for k, v in cpu.items()}}
+            "cpu_s_per_100_steps": {k: round(v * 100 / steps, 2) for k, v in cpu.items()},
+            "whole_run_s": steady[-1]["time"] - started,
+            "whole_run_cpu_s_per_100_steps": {k: round(v * 100 / steady[-1]["step"], 2) for k, v in whole.items()}}
 
 
 def main() -> None:
@@ -154,10 +158,12 @@ def main() -> None:
         # The same data CPUs for the baseline: DataLoader workers over all ranks and streams.
         loader_workers = max(1, data_cpus // (args.workers * 2))
         for r in range(args.rounds):
+            started = time.time()
             res = run_train(cfg, shards, tree, None, str(root / "train" / f"bench{r}"))
-            runs["ray"].append(measure(ray_windows(client, res.run_id), sampler))
+            runs["ray"].append(measure(ray_windows(client, res.run_id), sampler, started))
+            started = time.time()
             windows = run_plain(cfg, list(tree.parents), shard_files(shards), loader_workers, str(root / f"plain{r}.json"))
-            runs["plain"].append(measure(windows, sampler))
+            runs["plain"].append(measure(windows, sampler, started))
         ray.shutdown()
         losses = sorted((m.step, m.value) for m in client.get_metric_history(res.run_id, "loss_total"))
         base = compute_only_images_per_s(cfg, list(tree.parents), args.batch, args.size)
@@ -165,9 +171,12 @@ def main() -> None:
     def pooled(path: str, key: str) -> dict[str, float]:
         return summarize([v for run in runs[path] for v in run[key]])
 
-    def cpu(path: str) -> dict[str, float]:
-        groups = runs[path][0]["cpu_s_per_100_steps"]
-        return {g: round(statistics.median(run["cpu_s_per_100_steps"][g] for run in runs[path]), 2) for g in groups}
+    def cpu(path: str, key: str = "cpu_s_per_100_steps") -> dict[str, float]:
+        groups = runs[path][0][key]
+        return {g: round(statistics.median(run[key][g] for run in runs[path]), 2) for g in groups}
+
+    def whole_run_s(path: str) -> float:
+        return statistics.median(run["whole_run_s"] for run in runs[path])
 
     ray_ips, plain_ips = pooled("ray", "images_per_s"), pooled("plain", "images_per_s")
     ray_wait, plain_wait = pooled("ray", "data_wait_fraction"), pooled("plain", "data_wait_fraction")
@@ -188,6 +197,12 @@ def main() -> None:
                                          **plain_wait},
             "cpu_s_per_100_steps_ray": {"value": cpu("ray"), "unit": "CPU s per 100 steps, by process group"},
             "cpu_s_per_100_steps_plain": {"value": cpu("plain"), "unit": "CPU s per 100 steps, by process group"},
+            "whole_run_s_ray": {"value": whole_run_s("ray"), "unit": "s, call to last step (start-up included)"},
+            "whole_run_s_plain": {"value": whole_run_s("plain"), "unit": "s, call to last step (start-up included)"},
+            "whole_run_cpu_s_per_100_steps_ray": {"value": cpu("ray", "whole_run_cpu_s_per_100_steps"),
+                                                  "unit": "CPU s per 100 steps over the whole run"},
+            "whole_run_cpu_s_per_100_steps_plain": {"value": cpu("plain", "whole_run_cpu_s_per_100_steps"),
+                                                    "unit": "CPU s per 100 steps over the whole run"},
             "compute_only_images_per_s": {"value": base["median"] * args.workers, "unit": "images/s",
                                           "what": "one resident batch, 1 thread, x workers: the bound"},
             "loss_first_window": {"value": losses[0][1], "unit": "loss"},
