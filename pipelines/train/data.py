@@ -294,16 +294,22 @@ class _Stream:
         skip = self.batch  # on resume, the batches of this epoch already trained on
         while True:
             n = 0
-            for b in self.it.iter_torch_batches(
+            batches = iter(self.it.iter_torch_batches(
                 batch_size=self.batch_size, drop_last=True, device="cpu", prefetch_batches=8,
                 local_shuffle_buffer_size=4 * self.batch_size, local_shuffle_seed=self.seed + self.epoch,
-            ):
-                n += 1
-                if skip:
-                    skip -= 1
-                    continue
-                self.batch += 1
-                yield b
+            ))
+            try:
+                for b in batches:
+                    n += 1
+                    if skip:
+                        skip -= 1
+                        continue
+                    self.batch += 1
+                    yield b
+            finally:
+                # Ends this worker's part of the pass now (also when training stops mid-pass): Ray
+                # Data's split coordinator stops its execution once every worker has ended its part.
+                getattr(batches, "close", lambda: None)()
             if n == 0:
                 raise ShardDataError(f"a training stream has fewer rows than one batch ({self.batch_size}) "
                                      "on this worker: add data or lower train.batch_size")
@@ -311,6 +317,9 @@ class _Stream:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
 
 
 class JointBatches:
@@ -324,6 +333,11 @@ class JointBatches:
             for i, (name, n) in enumerate(counts.items())
         }
         self.wait_s = 0.0  # time spent waiting for data since the last reset
+
+    def close(self) -> None:
+        """Stop reading: the streams' Ray Data executions end instead of filling buffers nobody reads."""
+        for s in self.streams.values():
+            s.close()
 
     def position(self) -> dict[str, dict[str, int]]:
         return {k: {"epoch": s.epoch, "batch": s.batch} for k, s in self.streams.items()}

@@ -271,6 +271,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  checkpoint_dir_name=f"checkpoint_{step:09d}")
         elif progress:
             ray.train.report(progress)
+    batches.close()
     if step >= t.max_steps:
         tracker.finish("FINISHED")
     else:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,6 +191,17 @@ def _quiet_data_bars() -> Iterator[None]:
 
 
 def _fit(trainer: Any) -> Any:
+    """``trainer.fit()``, its Ray actors ended with it, and a user-facing worker error as a StageError.
+
+    Ray Train's ``fit`` installs a SIGINT handler whose closure holds the only handle to its
+    ``TrainController`` actor, and leaves it installed: the controller, its ``DatasetManager`` and
+    their Ray Data ``SplitCoordinator`` actors (owned, so they live as long as it does) would stay
+    alive, each spending CPU, through everything the process does after training (evaluation,
+    the next stage). Putting the previous handler back drops that handle, so Ray ends the
+    controller and, by ownership, the actors it created.
+    """
+    restore_sigint = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if restore_sigint else None
     try:
         return trainer.fit()
     except Exception as e:  # the worker's own error says what was wrong with which row or file
@@ -196,6 +209,9 @@ def _fit(trainer: Any) -> Any:
         if getattr(type(cause), "user_facing", False):
             raise StageError(f"train: {cause}") from e
         raise
+    finally:
+        if restore_sigint and previous is not None:  # None: a handler not installed from Python
+            signal.signal(signal.SIGINT, previous)
 
 
 def _stream_cpu_limits(t) -> dict[str, float]:

@@ -1,27 +1,36 @@
-"""Training throughput and data-wait fraction: the small model, 2 CPU workers, Ray Data streams.
+"""Training throughput against plain PyTorch: Ray Train + Ray Data vs DDP + DataLoader, same work.
 
-    .venv/bin/python tests/benchmarks/bench_train.py [--steps 40] [--workers 2]
+    .venv/bin/python tests/benchmarks/bench_train.py [--steps 200] [--rounds 2] [--workers 2]
 
-Runs the `train` stage (run_train: TorchTrainer, shards -> map_batches decode + augment ->
-get_dataset_shard, joint batches) on synthetic shards in the shard format and reads what rank
-0 logged to MLflow: images/s and the fraction of step time spent waiting for data, per
-logging window (the first window, which holds start-up, is left out). Baseline, measured in
-the same run: the same model's forward + backward + SGD step on one resident batch in this
-process with one thread per worker (compute only: what training would reach if data were
-free). Target (issue 6): data wait below 5% of step time.
+The project's path: the `train` stage (run_train: TorchTrainer, shards -> map_batches decode +
+augment -> get_dataset_shard, joint batches) on the generated sample data's shards, images/s and
+data-wait fraction read from what rank 0 logged to MLflow per logging window. The peer baseline
+(_plain_train.py): the same model, loss, optimizer, decode + augmentation and joint batch mix as a
+plain PyTorch script, DataLoader worker processes reading the same Parquet shards and DDP over
+gloo with the same number of ranks, on the same cores. The two alternate (Ray, plain, Ray,
+plain, ...) in one run; the first window of each run (start-up) is left out. CPU seconds per 100
+steps of every process group (trainers, data workers, Ray's coordinator actors, raylet/GCS, the
+driver) come from /proc (_proc.py), so the overhead has names. Also reported: the compute-only
+bound (one resident batch, forward + backward + step, 1 thread x workers). Targets (issue 20):
+Ray path >= 0.85x the plain baseline's images/s; data wait < 5% of step time.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import summarize, time_alternating, write_result  # noqa: E402
+from _plain_train import run_plain  # noqa: E402
+from _proc import CpuSampler  # noqa: E402
 
 
 def _shard_writer():
@@ -130,9 +139,35 @@ def record_memory_formats(width: float = 0.25, size: int = 192, batch: int = 16)
     regenerate_table()
 
 
+def ray_windows(client, run_id: str) -> list[dict[str, float]]:
+    """Rank 0's log windows of a Ray Train run, from MLflow: end time, step, images/s, data wait."""
+    by_step: dict[int, dict[str, float]] = {}
+    for key in ("images_per_s", "data_wait_fraction"):
+        for m in client.get_metric_history(run_id, key):
+            w = by_step.setdefault(m.step, {"step": m.step})
+            w[key], w["time"] = m.value, m.timestamp / 1000
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def measure(windows: list[dict[str, float]], sampler: CpuSampler, started: float) -> dict[str, object]:
+    """One run: its windows after the first (start-up) and the CPU seconds each process group spent
+    per 100 steps over them; and the whole run from the call (start-up and data read ahead included)."""
+    steady = windows[1:]
+    steps = steady[-1]["step"] - windows[0]["step"]
+    cpu = sampler.between(windows[0]["time"], steady[-1]["time"])
+    whole = sampler.between(started, steady[-1]["time"])
+    return {"images_per_s": [w["images_per_s"] for w in steady],
+            "data_wait_fraction": [w["data_wait_fraction"] for w in steady],
+            "cpu_s_per_100_steps": {k: round(v * 100 / steps, 2) for k, v in cpu.items()},
+            "whole_run_s": steady[-1]["time"] - started,
+            "whole_run_cpu_s_per_100_steps": {k: round(v * 100 / steady[-1]["step"], 2) for k, v in whole.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="Ray Train runs and plain-PyTorch runs, alternated (Ray, plain, Ray, plain, ...)")
     ap.add_argument("--data", choices=["sample", "synthetic"], default="sample",
                     help="generated sample data through wordtree + ingest (default), or synthetic shards")
     ap.add_argument("--workers", type=int, default=2)
@@ -150,10 +185,12 @@ def main() -> None:
     from mlflow import MlflowClient
 
     from pipelines.config import load_config
+    from pipelines.shards import shard_files
     from pipelines.train.stage import run_train
 
     fx = _shard_writer()
-    with tempfile.TemporaryDirectory() as tmp:
+    runs: dict[str, list[dict[str, object]]] = {"ray": [], "plain": []}
+    with tempfile.TemporaryDirectory() as tmp, CpuSampler() as sampler:
         root = Path(tmp)
         cfg = load_config("demo", [
             f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", "mlflow.experiment=bench",
@@ -162,7 +199,8 @@ def main() -> None:
             "train.multiscale=false", f"train.input_size={args.size}", "train.burn_in=5", "train.max_failures=0",
         ])
         # Logical CPUs: one per training worker plus two for the decode / augment tasks.
-        ray.init(num_cpus=args.workers + 2, include_dashboard=False, log_to_driver=False)
+        data_cpus = 2
+        ray.init(num_cpus=args.workers + data_cpus, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         if args.data == "sample":
             shards, tree = sample_shards(root, cfg)
@@ -170,36 +208,76 @@ def main() -> None:
             shards, tree = fx.write_shards(root, n_det=96, n_cls=96, size=args.size), fx.SmallTree()
         rows = {Path(s).name: sum(pq.ParquetFile(f).metadata.num_rows for f in Path(s).glob("*.parquet"))
                 for s in shards}
-        res = run_train(cfg, shards, tree, None, str(root / "train" / "bench"))
-        ray.shutdown()
         client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-        ips = [m.value for m in sorted(client.get_metric_history(res.run_id, "images_per_s"), key=lambda m: m.step)][1:]
-        wait = [m.value for m in sorted(client.get_metric_history(res.run_id, "data_wait_fraction"),
-                                        key=lambda m: m.step)][1:]
+        # The same data CPUs for the baseline: DataLoader workers over all ranks and streams.
+        loader_workers = max(1, data_cpus // (args.workers * 2))
+        for r in range(args.rounds):
+            started = time.time()
+            res = run_train(cfg, shards, tree, None, str(root / "train" / f"bench{r}"))
+            runs["ray"].append(measure(ray_windows(client, res.run_id), sampler, started))
+            started = time.time()
+            windows = run_plain(cfg, list(tree.parents), shard_files(shards), loader_workers, str(root / f"plain{r}.json"))
+            runs["plain"].append(measure(windows, sampler, started))
+        ray.shutdown()
         losses = sorted((m.step, m.value) for m in client.get_metric_history(res.run_id, "loss_total"))
         base = compute_only_images_per_s(cfg, list(tree.parents), args.batch, args.size)
 
-    train_ips, wait_s = summarize(ips), summarize(wait)
-    # Each worker computes on its own batch in parallel: the compute-only bound is workers x one.
-    bound = base["median"] * args.workers
-    ratio = train_ips["median"] / bound
+    def pooled(path: str, key: str) -> dict[str, float]:
+        return summarize([v for run in runs[path] for v in run[key]])
+
+    def cpu(path: str, key: str = "cpu_s_per_100_steps") -> dict[str, float]:
+        groups = runs[path][0][key]
+        return {g: round(statistics.median(run[key][g] for run in runs[path]), 2) for g in groups}
+
+    def whole_run_s(path: str) -> float:
+        return statistics.median(run["whole_run_s"] for run in runs[path])
+
+    ray_ips, plain_ips = pooled("ray", "images_per_s"), pooled("plain", "images_per_s")
+    ray_wait, plain_wait = pooled("ray", "data_wait_fraction"), pooled("plain", "data_wait_fraction")
+    ratio = ray_ips["median"] / plain_ips["median"]
+    # The steady-state windows leave Ray's start-up and read-ahead out; the whole run (call to last
+    # step) is what a user waits for, so the target must hold on both.
+    whole_ratio = whole_run_s("plain") / whole_run_s("ray")
+    load = os.getloadavg()
     path = write_result(
         "train",
         workload={"model": "yolo9000 width 0.125", "workers": args.workers, "batch_per_worker": args.batch,
-                  "input_size": args.size, "steps": args.steps, "data": args.data, "rows": rows,
-                  "det_fraction": cfg.train.det_fraction, "windows_measured": len(ips)},
+                  "input_size": args.size, "steps": args.steps, "rounds": args.rounds, "data": args.data,
+                  "rows": rows, "det_fraction": cfg.train.det_fraction, "data_cpus": data_cpus,
+                  "dataloader_workers_per_rank_and_stream": loader_workers,
+                  "load_average_1_5_15_min_at_end": [round(x, 2) for x in load]},
         metrics={
-            "images_per_s": {"value": train_ips["median"], "unit": "images/s", **train_ips},
-            "data_wait_fraction": {"value": wait_s["median"], "unit": "fraction of step time", **wait_s},
+            "images_per_s": {"value": ray_ips["median"], "unit": "images/s", **ray_ips},
+            "plain_images_per_s": {"value": plain_ips["median"], "unit": "images/s", **plain_ips},
+            "data_wait_fraction": {"value": ray_wait["median"], "unit": "fraction of step time", **ray_wait},
+            "plain_data_wait_fraction": {"value": plain_wait["median"], "unit": "fraction of step time",
+                                         **plain_wait},
+            "cpu_s_per_100_steps_ray": {"value": cpu("ray"), "unit": "CPU s per 100 steps, by process group"},
+            "cpu_s_per_100_steps_plain": {"value": cpu("plain"), "unit": "CPU s per 100 steps, by process group"},
+            "whole_run_s_ray": {"value": whole_run_s("ray"), "unit": "s, call to last step (start-up included)"},
+            "whole_run_s_plain": {"value": whole_run_s("plain"), "unit": "s, call to last step (start-up included)"},
+            "whole_run_cpu_s_per_100_steps_ray": {"value": cpu("ray", "whole_run_cpu_s_per_100_steps"),
+                                                  "unit": "CPU s per 100 steps over the whole run"},
+            "whole_run_cpu_s_per_100_steps_plain": {"value": cpu("plain", "whole_run_cpu_s_per_100_steps"),
+                                                    "unit": "CPU s per 100 steps over the whole run"},
+            "compute_only_images_per_s": {"value": base["median"] * args.workers, "unit": "images/s",
+                                          "what": "one resident batch, 1 thread, x workers: the bound"},
             "loss_first_window": {"value": losses[0][1], "unit": "loss"},
             "loss_last_window": {"value": losses[-1][1], "unit": "loss"},
         },
-        baseline={"what": "compute-only step on a resident batch, 1 thread, x workers", "value": bound,
-                  "unit": "images/s"},
+        baseline={"what": "plain PyTorch: DDP (gloo) ranks + DataLoader workers on the same shards, same model, "
+                          "loss, optimizer, decode + augment and joint batches, alternated in this run",
+                  "value": plain_ips["median"], "unit": "images/s"},
         ratio=ratio,
-        target="data wait < 5% of step time",
-        meets_target=wait_s["median"] < 0.05,
-        notes="2-core shared machine: the decode tasks and both workers share two physical cores.",
+        target="Ray Train + Ray Data images/s >= 0.85x the plain baseline, in steady state and over the whole "
+               "run (call to last step); data wait < 5% of step time",
+        meets_target=min(ratio, whole_ratio) >= 0.85 and ray_wait["median"] < 0.05,
+        notes=("Images/s are the medians over the logging windows of every round (first window, holding "
+               "start-up, left out). CPU seconds are per 100 steps over the same windows, from /proc, for the "
+               "processes this benchmark started (other users' processes not counted; Ray's idle processes "
+               "count during the plain runs too). Taken on a 2-core machine shared with other engineers' "
+               f"runs (load average {load[0]:.1f} at the end): absolute figures are noisy, the same-run ratio "
+               "is the claim."),
     )
     record_memory_formats()
     print(path.read_text())

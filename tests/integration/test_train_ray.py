@@ -145,6 +145,7 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, capsys):
         assert part in lines[-1], (part, lines[-1])
 
     second = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out)
+    _check_no_training_actor_left()
     assert second.run_id == first.run_id  # the same MLflow run continues
     assert second.step == 6 and second.metrics["seen"] == 6 * 4  # no step repeated, none skipped
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train: step ")]
@@ -187,6 +188,49 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, capsys):
     # Complete: a third call does not train again.
     third = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out)
     assert third.skipped and third.step == 6
+
+
+# Actors a training run starts (Ray Train's controller and workers, the dataset manager and one
+# Ray Data split coordinator per stream): all must end with the run.
+RUN_ACTORS = ("TrainController", "TrainWorker", "DatasetManager", "SplitCoordinator")
+# What an idle Ray actor process spends (its core-worker threads; measured ~0.6% of a core) is
+# far below this; a split coordinator still running its execution spends 25-60% of a core.
+IDLE_CPU_FRACTION = 0.05
+
+
+def _alive_actors() -> dict[str, tuple[str, int]]:
+    import ray
+
+    return {aid: (a["ActorClassName"], a["Pid"]) for aid, a in ray._private.state.actors().items()
+            if a["State"] == "ALIVE"}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process from /proc; None once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _check_no_training_actor_left(idle_window_s: float = 3.0) -> None:
+    """After run_train returns: the run's actors end (within seconds), and every actor still
+    alive (Ray Data's cluster-wide stats and autoscaling actors) is idle over a window in which
+    this process, like an evaluation stage after training, goes on without training."""
+    deadline = time.monotonic() + 30
+    while True:
+        left = sorted({(name, pid) for name, pid in _alive_actors().values() if any(k in name for k in RUN_ACTORS)})
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, f"training actors still alive after run_train returned: {left}"
+    alive = _alive_actors().values()
+    before = {(name, pid): _cpu_seconds(pid) for name, pid in alive}
+    time.sleep(idle_window_s)
+    spent = {k: _cpu_seconds(k[1]) - c for k, c in before.items() if c is not None and _cpu_seconds(k[1]) is not None}
+    busy = {k: round(v / idle_window_s, 3) for k, v in spent.items() if v > IDLE_CPU_FRACTION * idle_window_s}
+    assert not busy, f"Ray actors spending CPU after training (fraction of a core): {busy}"
 
 
 def _train_worker_pids() -> list[int]:
