@@ -71,6 +71,11 @@ class SampleDataConfig:
     # tiny: a handful of images (pipeline tests); small: the demo; medium: about 5x small.
     scale: Literal["tiny", "small", "medium"] = "small"
     seed: int = 0
+    # Which generated world (pipelines.sample_data.WORLDS): 'zoo' (cars, buses, birds, dogs,
+    # elephants, bears and their breeds / species / models) or 'depot' (trucks, boats, ties,
+    # sports balls, bottles, chairs and their kinds; other shapes, sizes and scenes). Both have
+    # coarse classes with boxes, fine ones with classification images only, DET-style val.
+    world: Literal["zoo", "depot"] = "zoo"
 
 
 @dataclass
