@@ -319,7 +319,7 @@ class RegionLoss(nn.Module):
     @torch.no_grad()
     def select_for_label(self, v: Tensor, obj: Tensor, pred: Tensor, image_label: Tensor) -> Tensor:
         """For each image, the flat (anchor, row, col) index of the prediction that the
-        ``cls_select`` rule picks (see the module docstring); the first maximum on ties."""
+        ``cls_select`` rule picks (see the module docstring)."""
         bsz, num_a, _, gh, gw = v.shape
         if self.cls_select == "label":
             return self._best_for_label(v, obj, image_label)
