@@ -5,7 +5,7 @@ and does one recipe hold on more than one generated world?
         [--rules label object size] [--root DIR] [--set KEY=VALUE ...] [--smoke] [--out FILE]
 
 The ablation grid (issue 21): for every world (``sample_data.world``) and seed, the whole demo
-pipeline (``pipelines.full.run``: sample data -> wordtree -> ingest -> anchors -> train ->
+pipeline (``y9k run``: sample data -> wordtree -> ingest -> anchors -> train ->
 evaluate -> register) once with detection data only (``train.mode=detect``, the baseline) and
 once jointly (``train.mode=joint``) per selection rule (``train.cls_select``: ``label`` =
 YOLO9000 / darknet, ``object`` = most object-like, ``size`` = Detic's max-size; ``image`` on
@@ -59,15 +59,13 @@ def settings(rules: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def run_once(root: Path, overrides: list[str]) -> tuple[dict, Path, float]:
-    """One demo pipeline run; its evaluation record, evaluation directory and wall time."""
-    from pipelines import full
-    from pipelines.config import load_config
+    """One demo pipeline run (``y9k run``); its evaluation record, evaluation directory and wall time."""
+    from pipelines.cli import main as y9k
 
-    cfg = load_config("demo", [f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db",
-                               *overrides])
+    sets = [f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", *overrides]
     before = set(root.glob("eval/*/metrics.json"))
     t0 = time.perf_counter()
-    rc = full.run(cfg)
+    rc = y9k(["run", "--config", "demo", *(a for o in sets for a in ("--set", o))])
     seconds = time.perf_counter() - t0
     if rc != 0:
         raise SystemExit(f"bench_learning: the pipeline failed (exit status {rc}) with {overrides}")
