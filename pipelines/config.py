@@ -5,13 +5,15 @@
 Every section is a dataclass; types come from the annotations and are checked when a file or
 an override is loaded, so ``train.batch_size: "big"`` fails with a message naming the key, the
 value and what is allowed, before any work starts. Ranges are checked in ``__post_init__``.
-Secrets (keys inside ``storage.options``) are redacted by :meth:`Config.to_safe_dict`, which is
-what logs and MLflow params receive.
+Numbers must be finite (NaN and infinity are refused for every key). Secrets (keys inside
+``storage.options``, credentials in any URI) are redacted by :meth:`Config.to_safe_dict`
+(:func:`pipelines.secrets.redact`), which is what logs, ``config show`` and MLflow params receive.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -21,7 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from pipelines import storage
+from pipelines import secrets
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -114,11 +116,19 @@ class DataConfig:
     unmapped: Literal["reject", "drop_label"] = "reject"
     # Fail at the first rejected record with a precise message.
     strict: bool = False
+    # A source whose reader finds no image at all (a mistyped folder, an empty JSON) is an error
+    # unless this is true; true accepts an empty source as zero rows.
+    allow_empty: bool = False
+    # Images with more pixels than this are rejected ('too many pixels') before they are
+    # decoded: a small file can hold a huge image (a 20 KB PNG of 13000 x 13000 decodes to 0.5 GB).
+    max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
         _check(32 <= self.max_side <= 8192, "data.max_side", self.max_side, "an integer in [32, 8192]")
         _check(1 <= self.jpeg_quality <= 100, "data.jpeg_quality", self.jpeg_quality, "an integer in [1, 100]")
-        _check(self.shard_mb > 0, "data.shard_mb", self.shard_mb, "a positive number of MiB")
+        _check(0 < self.shard_mb <= 4096, "data.shard_mb", self.shard_mb, "a number of MiB in (0, 4096]")
+        _check(1 <= self.max_pixels <= 1_000_000_000, "data.max_pixels", self.max_pixels,
+               "an integer in [1, 1e9]")
 
 
 @dataclass
@@ -135,6 +145,7 @@ class AnchorsConfig:
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 64, "anchors.k", self.k, "an integer in [1, 64]")
+        _check(self.stride >= 1, "anchors.stride", self.stride, "a positive integer (the network's output stride)")
         _check(self.k <= self.k_max <= 64, "anchors.k_max", self.k_max, f"an integer in [anchors.k={self.k}, 64]")
         _check(self.input_size % self.stride == 0 and self.input_size > 0, "anchors.input_size",
                self.input_size, f"a positive multiple of anchors.stride ({self.stride})")
@@ -268,6 +279,7 @@ class EvalConfig:
         _check(self.input_size % 32 == 0 and self.input_size > 0, "eval.input_size", self.input_size,
                "a positive multiple of 32")
         _check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.draw_images >= 0, "eval.draw_images", self.draw_images, "an integer >= 0")
 
 
 @dataclass
@@ -283,6 +295,7 @@ class MlflowConfig:
     def __post_init__(self) -> None:
         _check(bool(self.experiment), "mlflow.experiment", self.experiment, "a non-empty name")
         _check(bool(self.registered_model), "mlflow.registered_model", self.registered_model, "a non-empty name")
+        _check(0 <= self.promote_margin <= 1, "mlflow.promote_margin", self.promote_margin, "a number in [0, 1]")
 
     def resolved_tracking_uri(self) -> str:
         """``tracking_uri``, else MLFLOW_TRACKING_URI, else ./mlflow.db as an absolute sqlite URI
@@ -311,14 +324,16 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Every literal secret in the config (options, URIs) is redacted from any later message.
+        secrets.remember(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_safe_dict(self) -> dict[str, Any]:
         """The config with every secret redacted: what logs and MLflow receive."""
-        d = self.to_dict()
-        d["storage"]["options"] = storage.redact_options(d["storage"]["options"])
-        return _redact_uris(d)
+        return secrets.redact(self.to_dict())
 
     def flat(self) -> dict[str, Any]:
         """`section.key` -> value, redacted: MLflow params."""
@@ -334,16 +349,6 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_safe_dict(), sort_keys=False)
-
-
-def _redact_uris(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _redact_uris(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_redact_uris(v) for v in obj]
-    if isinstance(obj, str):
-        return storage.redact_uri(obj)
-    return obj
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = ""):
@@ -415,11 +420,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, _type_name(tp))
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        _check(math.isfinite(number), key, value, "a finite number")
+        return number
     if tp is str:
         _check(isinstance(value, str), key, value, _type_name(tp))
         return value
@@ -493,6 +503,8 @@ def resolve_config_path(path: str | Path | None) -> Path | None:
     if path is None:
         return None
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config {str(path)!r} is a directory; expected a YAML file or a bundled name")
     if p.exists():
         return p
     for candidate in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
@@ -507,7 +519,10 @@ def load_config(path: str | Path | None = "demo", overrides: Sequence[str] = ())
     data: dict[str, Any] = {}
     resolved = resolve_config_path(path)
     if resolved is not None:
-        text = resolved.read_text()
+        try:
+            text = resolved.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{resolved}: cannot read the config: {e}") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:

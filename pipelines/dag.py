@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines import manifest
+from pipelines import manifest, secrets
 from pipelines.errors import PipelineError
 
 log = logging.getLogger("y9k.dag")
@@ -104,8 +104,9 @@ def run_stages(stages: Sequence[Stage], ctx: Any, *, dry_run: bool = False, forc
             summary = stage.run(ctx) or {}
         except Exception as e:
             seconds = time.perf_counter() - t0
-            outcomes.append(StageOutcome(stage.name, "failed", seconds, reason=str(e)))
-            raise StageFailed(f"stage {stage.name} failed after {seconds:.1f}s: {type(e).__name__}: {e}") from e
+            why = secrets.describe(e)  # one redacted line: Ray and botocore errors may carry a URI
+            outcomes.append(StageOutcome(stage.name, "failed", seconds, reason=why))
+            raise StageFailed(f"stage {stage.name} failed after {seconds:.1f}s: {why}") from e
         seconds = time.perf_counter() - t0
         log.info("stage %s: done in %.1fs", stage.name, seconds)
         outcomes.append(StageOutcome(stage.name, "ran", seconds, summary=summary, reason=reason))

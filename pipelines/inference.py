@@ -1,7 +1,8 @@
 """Batch inference: a Detector for single processes and a Ray Data actor pool over shards.
 
 One code path turns images into detections everywhere (the evaluation stage, the pyfunc model,
-``y9k predict``): letterbox to the network size (darknet HEAD), forward, region decode with
+``y9k predict``; YOLOv1 models take darknet's v1 path instead, see ``Detector._detect_v1``):
+letterbox to the network size (darknet HEAD), forward, region decode with
 ``yolo_core.postprocess.detect`` (score = objectness x absolute P(class node) when a
 ``class_subset`` such as the 200 DET classes is given; darknet's top-down tree decode with
 ``hier_thresh`` otherwise), per-class NMS, and boxes mapped back to the original image.
@@ -14,7 +15,6 @@ per image: ``image_id``, ``boxes`` (x1, y1, x2, y2 in pixels of the *original* i
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,14 +60,18 @@ class ImageDetections:
 
 def open_image(data: bytes, source: str):
     """Decode image bytes to RGB, or an error naming the image."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from pipelines.images import TooManyPixels, open_checked, to_rgb
 
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_checked(data)
         img.load()
-    except (UnidentifiedImageError, OSError) as e:
+    except TooManyPixels as e:
+        raise InferenceError(f"{source}: image too large ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InferenceError(f"{source}: not a readable image ({e})") from None
-    return img.convert("RGB")
+    return to_rgb(img)
 
 
 class Detector:
@@ -76,7 +80,9 @@ class Detector:
     def __init__(self, model: torch.nn.Module, tree: Any = None, input_size: int = 416, thresh: float = 0.24,
                  hier_thresh: float = 0.5, nms: float = 0.45, class_subset: Sequence[int] | None = None,
                  device: str | torch.device | None = None) -> None:
-        if input_size % 32:
+        if getattr(model, "detection", None) is not None:
+            input_size = model.net.width  # YOLOv1: the network fixes its input (resized to, not letterboxed)
+        elif input_size % 32:
             raise InferenceError(f"input size {input_size} is not a multiple of 32")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
@@ -93,6 +99,8 @@ class Detector:
 
         if not images:
             return []
+        if getattr(self.model, "detection", None) is not None:
+            return self._detect_v1(images)
         tensors, infos = zip(*(letterbox(img, self.input_size) for img in images))
         x = torch.stack(tensors).to(self.device)
         raw = self.model(x)
@@ -103,6 +111,22 @@ class Detector:
             px = unletterbox_boxes(d.boxes.cpu(), info)  # pixels of the original image
             out.append(ImageDetections(px.numpy().astype(np.float64),
                                        d.scores.float().cpu().numpy().astype(np.float64),
+                                       d.classes.cpu().numpy().astype(np.int64)))
+        return out
+
+    def _detect_v1(self, images: Sequence[Any]) -> list[ImageDetections]:
+        """YOLOv1 (darknet's `yolo test`): plain resize to the network's fixed input, its detection
+        decode (confidence x P(class)) and NMS; box fractions are fractions of each image."""
+        from yolo_core.detection import detect
+        from yolo_core.transforms import resize
+
+        net = self.model.net
+        x = torch.stack([resize(img, (net.width, net.height)) for img in images]).to(self.device)
+        dets = detect(self.model(x), self.model.detection.spec, thresh=self.thresh, nms=self.nms)
+        out = []
+        for img, d in zip(images, dets):
+            px = d.boxes.cpu().double() * torch.tensor([img.width, img.height] * 2, dtype=torch.float64)
+            out.append(ImageDetections(px.numpy(), d.scores.float().cpu().numpy().astype(np.float64),
                                        d.classes.cpu().numpy().astype(np.int64)))
         return out
 

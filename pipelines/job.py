@@ -63,6 +63,50 @@ class JobContext:
         return sources_from_config(self.cfg)
 
 
+def adapt_config_to_model(cfg: Any) -> list[str]:
+    """Settings a YOLOv1 model fixes, applied to ``cfg``; returns what changed, to be logged.
+
+    YOLOv1 (``yolo_core.models.YOLOV1_MODELS``) learns boxes of a flat class list (the evaluated
+    classes) from detection images, at one input size: ``train.mode`` joint becomes detect,
+    multi-scale goes off, and evaluation runs at train.input_size (darknet's resize, no letterbox).
+    """
+    from pipelines.config import ConfigError
+    from yolo_core.models import YOLOV1_MODELS
+
+    if cfg.model.name not in YOLOV1_MODELS:
+        return []
+    t, notes = cfg.train, []
+    if t.mode == "classify":
+        raise ConfigError(f"config key 'train.mode': got 'classify', expected 'detect' or 'joint' for model "
+                          f"{cfg.model.name} (a YOLOv1 detector)")
+    for key, section, value in (("mode", t, "detect"), ("multiscale", t, False), ("input_size", cfg.eval, t.input_size)):
+        if getattr(section, key) != value:
+            name = f"{'train' if section is t else 'eval'}.{key}"
+            notes.append(f"{name}: {getattr(section, key)!r} -> {value!r}")
+            setattr(section, key, value)
+    return [f"{cfg.model.name} is a YOLOv1 model (flat classes, detection images, fixed input): " + ", ".join(notes)] \
+        if notes else []
+
+
+def flat_classes_of(cfg: Any, tree: WordTree, det_classes_uri: str) -> list[int] | None:
+    """The tree node of each evaluated class (the table at ``det_classes_uri``): a YOLOv1 model's
+    classes, in order (None for other models)."""
+    from yolo_core.models import YOLOV1_MODELS
+
+    if cfg.model.name not in YOLOV1_MODELS:
+        return None
+    from pipelines.evaluate.stage import class_subset_of
+    from pipelines.stages.wordtree import load_det_classes
+    from yolo_core.tree import Tree
+
+    wnids = [r["wnid"] for r in load_det_classes(det_classes_uri, cfg.storage.options)]
+    return class_subset_of(Tree.from_wordtree(tree), wnids)
+
+
+def flat_classes(ctx: JobContext) -> list[int] | None:
+    return flat_classes_of(ctx.cfg, _tree(ctx), ctx.layout.wordtree)
+
+
 def _commit_record(ctx: JobContext, stage: str, fingerprint: str, config_hash: str, summary: dict) -> None:
     manifest.commit(ctx.record(stage), manifest.Manifest(
         stage=stage, inputs_fingerprint=fingerprint, config_hash=config_hash, counts=summary), ctx.opts)
@@ -200,7 +244,7 @@ def _train(ctx: JobContext) -> dict:
     # One directory per (data, config): new data or a new config starts a new run, a resubmitted
     # job with the same inputs resumes the same run from its last checkpoint.
     run_dir = ctx.layout.train_dir("run-" + manifest.stable_hash([_train_fp(ctx), cfg.hash("model", "train")], 10))
-    result = run_train(cfg, shards, _tree(ctx), _anchor_list(ctx), run_dir)
+    result = run_train(cfg, shards, _tree(ctx), _anchor_list(ctx), run_dir, flat_classes=flat_classes(ctx))
     return {"run_id": result.run_id, "step": result.step, "checkpoint_uri": result.checkpoint_uri,
             "out_uri": run_dir}
 
@@ -213,7 +257,7 @@ def trained_model(ctx: JobContext):
     from pipelines.train.loop import build_model
 
     rec = _record(ctx, "train")
-    model = build_model(ctx.cfg, _core_tree(ctx), _anchor_list(ctx))
+    model = build_model(ctx.cfg, _core_tree(ctx), _anchor_list(ctx), flat_classes(ctx))
     with tempfile.TemporaryDirectory() as tmp:
         fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
@@ -234,7 +278,9 @@ def _evaluate(ctx: JobContext) -> dict:
     if not shards:
         raise FileNotFoundError("no imagenet_det-val shards: configure data.det_val")
     out = ctx.layout.eval_dir(train["out_uri"].rsplit("/", 1)[-1])
-    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, _core_tree(ctx), classes, out, split=split,
+    flat = flat_classes(ctx) is not None  # a YOLOv1 model's classes are `classes`, in order: no tree
+    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, None if flat else _core_tree(ctx), classes, out,
+                          split=split,
                           run_id=train["run_id"], train_run_id=train["run_id"])
     keep = ("map50_all", "map50_seen", "map50_unseen", "num_images")
     return {**{k: round(float(result.metrics[k]), 5) for k in keep if k in result.metrics}, "out_uri": out}
@@ -249,9 +295,15 @@ def _register(ctx: JobContext) -> dict:
     train, evaluation = _record(ctx, "train"), _record(ctx, "evaluate")
     metrics = {k: v for k, v in evaluation.items() if k.startswith("map50")}
     wt = _tree(ctx)
+    wnids, names, parents = wt.wnids, wt.names, wt.parents
+    if flat_classes(ctx) is not None:  # YOLOv1: the evaluated classes, flat
+        from pipelines.stages.wordtree import load_det_classes
+
+        rows = load_det_classes(ctx.layout.wordtree, ctx.opts)
+        wnids, names, parents = [r["wnid"] for r in rows], [r["name"] for r in rows], None
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=train["run_id"]):
-        info = registry.log_pyfunc(trained_model(ctx), wnids=wt.wnids, names=wt.names, parents=wt.parents,
+        info = registry.log_pyfunc(trained_model(ctx), wnids=wnids, names=names, parents=parents,
                                    config_yaml=cfg.to_yaml(), input_size=cfg.eval.input_size)
     fingerprints = {s: manifest.read_manifest(ctx.record(s), ctx.opts).inputs_fingerprint
                     for s in ("wordtree", "ingest", "anchors")}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pipelines import storage
+from pipelines import secrets, storage
 from pipelines.errors import PipelineError
 
 CANDIDATE = "candidate"
@@ -74,7 +75,8 @@ def write_bundle(out_dir: str | Path, model: Any, *, wnids: Sequence[str], names
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, files["weights"])
     files["tree"].write_text(json.dumps({"wnids": list(wnids), "names": list(names),
                                          "parents": None if parents is None else [int(p) for p in parents]}))
-    files["anchors"].write_text(json.dumps(model.anchors.cpu().tolist()))
+    anchors = model.anchors  # None for YOLOv1 (no anchors)
+    files["anchors"].write_text(json.dumps(anchors.cpu().tolist() if anchors is not None else None))
     files["config"].write_text(config_yaml)
     files["settings"].write_text(json.dumps({"input_size": input_size, "thresh": thresh,
                                              "hier_thresh": hier_thresh, "nms": nms}))
@@ -219,6 +221,44 @@ def _client(tracking_uri: str | None = None):
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def _raise_if_refused(e: mlflow.exceptions.MlflowException) -> None:
+    """A server that refused the credentials (basic-auth: 401, or 403 for a user without the
+    permission) is said so, with where the credentials come from."""
+    if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        raise RegistryError(
+            f"the MLflow server refused the request (HTTP {e.get_http_status_code()} {e.error_code}): "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)") from None
+
+
+def fail_fast_http() -> None:
+    """For interactive commands: no retry and a 20 s timeout per MLflow request, so an unreachable
+    tracking server is reported in seconds (MLflow's defaults retry for about 4 minutes); rerunning
+    is the user's call. Values already set in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def _is_not_found(e: mlflow.exceptions.MlflowException) -> bool:
+    """The registry said the model / version / alias does not exist (not: it could not be asked)."""
+    # An unknown alias comes back as INVALID_PARAMETER_VALUE "... alias X not found".
+    return e.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        e.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(e.message))
+
+
+@contextlib.contextmanager
+def _mlflow_errors(tracking_uri: str | None, not_found: str) -> Iterator[None]:
+    """MlflowException -> RegistryError: ``not_found`` when the registry says so, else a line
+    naming the tracking server and what failed (unreachable, refused, server error)."""
+    try:
+        yield
+    except mlflow.exceptions.MlflowException as e:
+        _raise_if_refused(e)
+        if _is_not_found(e):
+            raise RegistryError(not_found) from None
+        where = secrets.redact(tracking_uri or mlflow.get_tracking_uri())
+        raise RegistryError(f"MLflow tracking server {where} failed ({e.error_code}): {secrets.describe(e)}") from None
+
+
 def provenance_tags(*, fingerprints: Mapping[str, str] | None = None, tree_hash: str | None = None,
                     git_commit: str | None = None, metrics: Mapping[str, float] | None = None,
                     extra: Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -256,11 +296,14 @@ def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], desc
     client = _client(tracking_uri)
     try:
         client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as e:
+        if not _is_not_found(e):
+            with _mlflow_errors(tracking_uri, ""):
+                raise
         client.create_registered_model(name, description="YOLO9000 detectors (pyfunc: images in, detections out)")
     with _registry_uri(tracking_uri):
-        mv = mlflow.register_model(model_uri, name, tags=dict(tags))
-    client.update_model_version(name, mv.version, description=description)
+        mv = mlflow.register_model(model_uri, name, tags=secrets.redact(dict(tags)))
+    client.update_model_version(name, mv.version, description=secrets.redact(description))
     client.set_registered_model_alias(name, CANDIDATE, mv.version)
     return client.get_model_version(name, mv.version)
 
@@ -277,13 +320,21 @@ def champion(name: str, tracking_uri: str | None = None) -> Any | None:
     client = _client(tracking_uri)
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except mlflow.exceptions.MlflowException as e:
+        if _is_not_found(e):
+            return None
+        with _mlflow_errors(tracking_uri, ""):
+            raise
 
 
-def _history(client: Any, name: str) -> list[str]:
-    raw = client.get_registered_model(name).tags.get(HISTORY_TAG, "[]")
-    return [str(v) for v in json.loads(raw)]
+def _history(client: Any, name: str, tracking_uri: str | None = None) -> list[str]:
+    with _mlflow_errors(tracking_uri, f"no registered model named {name!r}"):
+        raw = client.get_registered_model(name).tags.get(HISTORY_TAG, "[]")
+    try:
+        return [str(v) for v in json.loads(raw)]
+    except (ValueError, TypeError):
+        raise RegistryError(f"registered model {name!r}: tag {HISTORY_TAG!r} is not a JSON list: {raw[:80]!r}") \
+            from None
 
 
 def _set_champion(client: Any, name: str, version: str, history: list[str]) -> None:
@@ -297,10 +348,8 @@ def promote_if_better(name: str, version: str | int, metric: str, margin: float 
     (or when there is no champion yet, or ``force``)."""
     client = _client(tracking_uri)
     version = str(version)
-    try:
+    with _mlflow_errors(tracking_uri, f"registered model {name!r} has no version {version}"):
         mv = client.get_model_version(name, version)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"registered model {name!r} has no version {version}") from None
     value = metric_of(mv, metric)
     cur = champion(name, tracking_uri)
     cur_value = metric_of(cur, metric) if cur is not None else None
@@ -323,7 +372,7 @@ def promote_if_better(name: str, version: str | int, metric: str, margin: float 
     else:
         d.reason = f"{metric} {value:.4f} does not beat champion {cur_value:.4f} + margin {margin:g}"
     if d.promoted:
-        history = _history(client, name)
+        history = _history(client, name, tracking_uri)
         if cur_version is not None and (not history or history[-1] != cur_version):
             history.append(cur_version)  # a champion set outside this module still gets a way back
         _set_champion(client, name, version, history + [version])
@@ -333,7 +382,7 @@ def promote_if_better(name: str, version: str | int, metric: str, margin: float 
 def rollback(name: str, to_version: str | int | None = None, tracking_uri: str | None = None) -> str:
     """Point ``champion`` back at the previous champion (or at ``to_version``); returns the version."""
     client = _client(tracking_uri)
-    history = _history(client, name)
+    history = _history(client, name, tracking_uri)
     cur = champion(name, tracking_uri)
     if cur is not None and history and history[-1] == cur.version:
         history = history[:-1]
@@ -343,10 +392,8 @@ def rollback(name: str, to_version: str | int | None = None, tracking_uri: str |
         target = history[-1]
     else:
         target = str(to_version)
-        try:
+        with _mlflow_errors(tracking_uri, f"registered model {name!r} has no version {target}"):
             client.get_model_version(name, target)
-        except mlflow.exceptions.MlflowException:
-            raise RegistryError(f"registered model {name!r} has no version {target}") from None
         history = history + [target] if not history or history[-1] != target else history
     client.set_registered_model_alias(name, CHAMPION, target)
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
@@ -356,15 +403,15 @@ def rollback(name: str, to_version: str | int | None = None, tracking_uri: str |
 def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
     """Every version of ``name``, newest first: version, aliases, status, metrics, run id, created."""
     client = _client(tracking_uri)
-    try:
+    with _mlflow_errors(tracking_uri, f"no registered model named {name!r}"):
         rm = client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"no registered model named {name!r}") from None
     aliases: dict[str, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
         aliases.setdefault(str(v), []).append(alias)
     rows = []
-    for mv in client.search_model_versions(f"name = '{name}'"):
+    with _mlflow_errors(tracking_uri, f"no registered model named {name!r}"):
+        versions = client.search_model_versions(f"name = '{name}'")
+    for mv in versions:
         rows.append({"version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
                      "status": mv.status, "run_id": mv.run_id, "created": mv.creation_timestamp,
                      "metrics": {k[len(METRIC_PREFIX):]: v for k, v in mv.tags.items() if k.startswith(METRIC_PREFIX)}})
@@ -374,11 +421,9 @@ def list_versions(name: str, tracking_uri: str | None = None) -> list[dict[str, 
 def show_version(name: str, version_or_alias: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """One version (by number or alias): tags, description, aliases, source."""
     client = _client(tracking_uri)
-    try:
+    with _mlflow_errors(tracking_uri, f"registered model {name!r} has no version or alias {version_or_alias!r}"):
         mv = (client.get_model_version(name, version_or_alias) if version_or_alias.isdigit()
               else client.get_model_version_by_alias(name, version_or_alias))
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"registered model {name!r} has no version or alias {version_or_alias!r}") from None
     return {"name": name, "version": mv.version, "aliases": list(mv.aliases or []), "status": mv.status,
             "description": mv.description, "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags)}
 
@@ -388,8 +433,8 @@ def load_pyfunc(uri: str) -> YoloPyfunc:
     local model directory, loaded."""
     try:
         return mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    except mlflow.exceptions.MlflowException as e:
-        raise RegistryError(f"cannot load model {storage.redact_uri(uri)!r}: {e.message}") from None
+    except Exception as e:  # noqa: BLE001 - a model folder is untrusted input: bad MLmodel, pickle, weights, JSON
+        raise RegistryError(f"cannot load model {storage.redact_uri(uri)!r}: {secrets.describe(e)}") from None
 
 
 def load_detector(uri: str) -> Any:

@@ -1,9 +1,8 @@
 """URIs everywhere: one place that turns a path or URI into an fsspec filesystem.
 
 Every path in the config is a URI (a local path, ``file://``, ``s3://``, ``gs://``, ...).
-Storage options (keys, endpoints) travel next to the URI and are never printed: use
-:func:`redact_uri` / :func:`redact_options` before a value reaches a log, an MLflow param or a
-tag.
+Storage options (keys, endpoints) travel next to the URI and are never printed: every value
+that reaches a user, a log, an MLflow param or a file goes through :func:`pipelines.secrets.redact`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import contextlib
 import io
 import json
 import os
-import re
+import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,44 +20,13 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-# Option names whose values are secrets, matched case-insensitively as substrings.
-_SECRET_WORDS = ("secret", "password", "token", "key", "credential", "session")
-# Option names that contain a secret word but are not secrets.
-_NOT_SECRET = {"key_prefix", "endpoint_url", "region_name", "anon"}
-REDACTED = "***"
+from pipelines import secrets
 
-
-def is_secret_option(name: str) -> bool:
-    low = name.lower()
-    if low in _NOT_SECRET:
-        return False
-    return any(w in low for w in _SECRET_WORDS)
-
-
-def redact_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy of storage options safe to print: secret values replaced, nested dicts too."""
-    out: dict[str, Any] = {}
-    for k, v in (options or {}).items():
-        if isinstance(v, Mapping):
-            out[k] = redact_options(v)
-        elif is_secret_option(str(k)):
-            out[k] = REDACTED
-        else:
-            out[k] = v
-    return out
-
-
-# AWS secrets may hold '/', so userinfo runs to the first '@' (a rare '@' in a path only over-redacts).
-_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^@?#\s]*)@")
-_QUERY_SECRET = re.compile(r"(?i)([?&][^=&]*(?:secret|password|token|key|signature|credential)[^=&]*=)[^&]*")
-
-
-def redact_uri(uri: str) -> str:
-    """Drop credentials from a URI (``s3://KEY:SECRET@bucket``, ``?token=...``)."""
-    if not isinstance(uri, str):
-        return uri
-    uri = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", uri)
-    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", uri)
+# One redaction for the whole project (pipelines/secrets.py); these names are kept for callers.
+redact_uri = secrets.redact
+redact_options = secrets.redact
+is_secret_option = secrets.is_secret_name
+REDACTED = secrets.REDACTED
 
 
 def is_remote(uri: str) -> bool:
@@ -94,9 +62,17 @@ def open_uri(uri: str, mode: str = "rb", storage_options: Mapping[str, Any] | No
         yield f
 
 
+class NotRegularFileError(OSError):
+    """A local path that is a FIFO, a socket, a device or a folder: never opened (a FIFO blocks)."""
+
+
 def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
-    if "://" not in uri and "::" not in uri:  # a plain local path: skip fsspec's per-call resolution
-        with open(uri, "rb") as f:
+    local = uri[len("file://"):] if uri.startswith("file://") else uri
+    if "://" not in local and "::" not in local:  # a plain local path: skip fsspec's per-call resolution
+        # stat before open: opening a FIFO waits for a writer for ever.
+        if not stat.S_ISREG(os.stat(local).st_mode):
+            raise NotRegularFileError(f"{local}: not a regular file")
+        with open(local, "rb") as f:
             return f.read()
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path)

@@ -12,6 +12,21 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("Y9K_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
+# Property-based tests (hypothesis): `ci` is the default run, a fixed, derandomized set of
+# examples small enough for the test-time budget; `long` searches much further, by hand:
+#   HYPOTHESIS_PROFILE=long python -m pytest tests/unit -k property
+try:
+    from hypothesis import HealthCheck, settings
+
+    _common = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+                   print_blob=True)
+    settings.register_profile("ci", max_examples=20, derandomize=True, database=None, **_common)
+    settings.register_profile("long", max_examples=2000, **_common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is in the dev extra; only the property tests need it
+    pass
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data, or a skip naming what is missing."""
     p = SHARED_DATA.joinpath(*parts)

@@ -10,7 +10,8 @@ values and malformed numbers are errors naming the file, line and key, instead o
 printed and ignored.
 
 Supported layer types (all that darknet's YOLOv2 / YOLO9000 / Darknet-19 cfgs use):
-convolutional, maxpool, route, reorg, region, avgpool, softmax, cost.
+convolutional, maxpool, route, reorg, region, avgpool, softmax, cost; and those of its YOLOv1
+cfgs (yolov1.cfg, yolov1-tiny.cfg): connected, local, dropout, detection.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolo_core.layers import ACTIVATIONS, ConvBlock, GlobalAvgPool, MaxPool, Reorg, Route, maxpool_output_size
+from yolo_core.layers import (
+    ACTIVATIONS,
+    Connected,
+    ConvBlock,
+    GlobalAvgPool,
+    LocalConv,
+    MaxPool,
+    Reorg,
+    Route,
+    local_output_size,
+    maxpool_output_size,
+)
 
 
 class DarknetCfgError(ValueError):
@@ -131,12 +143,77 @@ class RegionSpec:
     kind = "region"
 
 
-LayerSpec = ConvSpec | MaxPoolSpec | RouteSpec | ReorgSpec | AvgPoolSpec | SoftmaxSpec | CostSpec | RegionSpec
+@dataclass
+class ConnectedSpec:
+    """`[connected]`: a fully connected layer on the flattened (C, H, W) input (YOLOv1)."""
+
+    output: int = 1
+    batch_normalize: int = 0
+    activation: str = "logistic"
+    line: int = field(default=0, compare=False, repr=False)
+    kind = "connected"
+
+
+@dataclass
+class LocalSpec:
+    """`[local]`: a locally connected layer (unshared filters); `pad` is pixels of zero padding."""
+
+    filters: int = 1
+    size: int = 1
+    stride: int = 1
+    pad: int = 0
+    activation: str = "logistic"
+    line: int = field(default=0, compare=False, repr=False)
+    kind = "local"
+
+
+@dataclass
+class DropoutSpec:
+    """`[dropout]`: zero each input with `probability` while training, scale the rest by 1 / (1 - p)."""
+
+    probability: float = 0.5
+    line: int = field(default=0, compare=False, repr=False)
+    kind = "dropout"
+
+
+@dataclass
+class DetectionSpec:
+    """`[detection]`: YOLOv1's output layer (defaults are darknet's `parse_detection`'s).
+
+    Its input is side x side x ((1 + coords) x num + classes) numbers in darknet's order (all
+    class probabilities, then all confidences, then all boxes; see `yolo_core.detection`).
+    """
+
+    classes: int = 1
+    coords: int = 1
+    rescore: int = 0
+    num: int = 1  # boxes per cell (the paper's B)
+    side: int = 7  # grid size (the paper's S)
+    softmax: int = 0
+    sqrt: int = 0
+    jitter: float = 0.2
+    object_scale: float = 1.0
+    noobject_scale: float = 1.0
+    class_scale: float = 1.0
+    coord_scale: float = 1.0
+    max: int = 90  # read by darknet, unused by the detection layer (one truth per cell)
+    line: int = field(default=0, compare=False, repr=False)
+    kind = "detection"
+
+    @property
+    def inputs(self) -> int:
+        return self.side * self.side * ((1 + self.coords) * self.num + self.classes)
+
+
+LayerSpec = (ConvSpec | MaxPoolSpec | RouteSpec | ReorgSpec | AvgPoolSpec | SoftmaxSpec | CostSpec | RegionSpec
+             | ConnectedSpec | LocalSpec | DropoutSpec | DetectionSpec)
 
 SECTION_ALIASES = {
     "convolutional": ConvSpec, "conv": ConvSpec, "maxpool": MaxPoolSpec, "max": MaxPoolSpec,
     "route": RouteSpec, "reorg": ReorgSpec, "avgpool": AvgPoolSpec, "avg": AvgPoolSpec,
     "softmax": SoftmaxSpec, "soft": SoftmaxSpec, "cost": CostSpec, "region": RegionSpec,
+    "connected": ConnectedSpec, "conn": ConnectedSpec, "local": LocalSpec, "dropout": DropoutSpec,
+    "detection": DetectionSpec,
 }
 # Keys darknet reads for these layers that we accept only at their no-op value.
 NOOP_KEYS: dict[type, dict[str, str]] = {
@@ -144,6 +221,7 @@ NOOP_KEYS: dict[type, dict[str, str]] = {
     ReorgSpec: {"reverse": "0", "flatten": "0", "extra": "0"},
     SoftmaxSpec: {"spatial": "0", "noloss": "0"},
     RegionSpec: {"log": "0", "sqrt": "0", "background": "0", "classfix": "0", "mask_scale": "1"},
+    DetectionSpec: {"forced": "0", "random": "0", "reorg": "0"},
 }
 
 
@@ -221,12 +299,21 @@ def _typed_spec(sec: _Section, source: str) -> LayerSpec:
 
 def _validate(spec: LayerSpec, source: str) -> None:
     where = f"{source}, line {spec.line}: [{spec.kind}]"
-    if isinstance(spec, ConvSpec):
+    if isinstance(spec, ConvSpec | LocalSpec | ConnectedSpec) and spec.activation not in ACTIVATIONS:
+        raise DarknetCfgError(f"{where} activation={spec.activation} is not supported "
+                              f"(supported: {', '.join(ACTIVATIONS)})")
+    if isinstance(spec, ConvSpec | LocalSpec):
         if spec.filters < 1 or spec.size < 1 or spec.stride < 1:
             raise DarknetCfgError(f"{where} filters, size and stride must be positive")
-        if spec.activation not in ACTIVATIONS:
-            raise DarknetCfgError(f"{where} activation={spec.activation} is not supported "
-                                  f"(supported: {', '.join(ACTIVATIONS)})")
+    elif isinstance(spec, ConnectedSpec) and spec.output < 1:
+        raise DarknetCfgError(f"{where} output must be positive")
+    elif isinstance(spec, DropoutSpec) and not 0 <= spec.probability < 1:
+        raise DarknetCfgError(f"{where} probability must be in [0, 1)")
+    elif isinstance(spec, DetectionSpec):
+        if spec.coords != 4:
+            raise DarknetCfgError(f"{where} coords={spec.coords} is not supported (only 4)")
+        if spec.num < 1 or spec.side < 1 or spec.classes < 1:
+            raise DarknetCfgError(f"{where} num, side and classes must be positive")
     elif isinstance(spec, MaxPoolSpec | ReorgSpec) and spec.stride < 1:
         raise DarknetCfgError(f"{where} stride must be positive")
     elif isinstance(spec, RouteSpec) and not spec.layers:
@@ -323,6 +410,23 @@ def infer_shapes(net: NetSpec, layers: list[LayerSpec], height: int | None = Non
             c, h, w = sum(s[0] for s in srcs), srcs[0][1], srcs[0][2]
         elif isinstance(spec, AvgPoolSpec):
             h, w = 1, 1
+        elif isinstance(spec, ConnectedSpec):
+            c, h, w = spec.output, 1, 1
+        elif isinstance(spec, LocalSpec):
+            out = (local_output_size(h, spec.size, spec.stride, spec.pad),
+                   local_output_size(w, spec.size, spec.stride, spec.pad))
+            cols = ((h + 2 * spec.pad - spec.size) // spec.stride + 1, (w + 2 * spec.pad - spec.size) // spec.stride + 1)
+            if out != cols:
+                raise DarknetCfgError(f"{source}, line {spec.line}: [local] size={spec.size} stride={spec.stride} "
+                                      f"pad={spec.pad} on a {h}x{w} input: darknet's output size {out[0]}x{out[1]} "
+                                      f"differs from its im2col grid {cols[0]}x{cols[1]} (darknet would read past "
+                                      "its buffer)")
+            c, (h, w) = spec.filters, out
+        elif isinstance(spec, DetectionSpec):
+            if c * h * w != spec.inputs:
+                raise DarknetCfgError(f"{source}, line {spec.line}: [detection] side={spec.side}, num={spec.num}, "
+                                      f"classes={spec.classes} needs {spec.inputs} inputs "
+                                      f"(side^2 x (5 num + classes)), the layer before gives {c * h * w}")
         elif isinstance(spec, RegionSpec):
             need = spec.num * (spec.coords + 1 + spec.classes)
             if c != need:
@@ -352,6 +456,20 @@ class RegionParams(nn.Module):
         return x
 
 
+class DetectionParams(nn.Module):
+    """Darknet `[detection]` in the network: the identity on the flat raw output, holding its parameters.
+
+    Decoding and the loss live in `yolo_core.detection`.
+    """
+
+    def __init__(self, spec: DetectionSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 class Passthrough(nn.Module):
     """`[softmax]` and `[cost]` in the network: identity, the model returns logits."""
 
@@ -366,9 +484,11 @@ class Passthrough(nn.Module):
 class DarknetNet(nn.Module):
     """A network built from darknet layer specs.
 
-    Detectors (ending in [region]) return the raw region input (B, A*(5+C), H/s, W/s) with
+    Detectors ending in [region] return the raw region input (B, A*(5+C), H/s, W/s) with
     darknet's channel layout (anchor * (5 + C) + entry; entries x, y, w, h, obj, classes);
-    classifiers (with [avgpool]) return logits (B, C) (darknet's softmax is not applied).
+    YOLOv1 detectors (ending in [detection]) return the flat raw output (B, S*S*(5B+C)) in
+    darknet's order; classifiers (with [avgpool]) return logits (B, C) (darknet's softmax is
+    not applied).
     """
 
     def __init__(self, net: NetSpec, layers: list[LayerSpec], source: str = "<spec>") -> None:
@@ -378,11 +498,13 @@ class DarknetNet(nn.Module):
         self.layers = nn.ModuleList()
         self._routes: dict[int, tuple[int, ...]] = {}
         self._region_index: int | None = None
+        self._detection_index: int | None = None
         strides: list[int] = []
-        c = net.channels
+        c, h, w = net.channels, net.height, net.width
         for i, spec in enumerate(self.specs):
-            if self._region_index is not None:
-                raise DarknetCfgError(f"{source}, line {spec.line}: [{spec.kind}] after [region] is not supported")
+            if self._region_index is not None or self._detection_index is not None:
+                head = "region" if self._region_index is not None else "detection"
+                raise DarknetCfgError(f"{source}, line {spec.line}: [{spec.kind}] after [{head}] is not supported")
             stride = strides[-1] if strides else 1
             if isinstance(spec, ConvSpec):
                 module: nn.Module = ConvBlock(c, spec.filters, spec.size, spec.stride, spec.effective_padding,
@@ -403,11 +525,21 @@ class DarknetNet(nn.Module):
             elif isinstance(spec, RegionSpec):
                 module = RegionParams(spec)
                 self._region_index = i
+            elif isinstance(spec, ConnectedSpec):
+                module = Connected(c * h * w, spec.output, bool(spec.batch_normalize), spec.activation)
+            elif isinstance(spec, LocalSpec):
+                module = LocalConv(c, h, w, spec.filters, spec.size, spec.stride, spec.pad, spec.activation)
+                stride *= spec.stride
+            elif isinstance(spec, DropoutSpec):
+                module = nn.Dropout(spec.probability)  # darknet's: scale kept inputs by 1/(1-p) in training
+            elif isinstance(spec, DetectionSpec):
+                module = DetectionParams(spec)
+                self._detection_index = i
             else:
                 module = Passthrough(spec)
             self.layers.append(module)
             strides.append(stride)
-            c = shapes[i][0]
+            c, h, w = shapes[i]
         self.stride = strides[-1]
         self.out_channels = c
         self.is_classifier = any(isinstance(s, AvgPoolSpec) for s in self.specs)
@@ -420,15 +552,23 @@ class DarknetNet(nn.Module):
         return None if self._region_index is None else self.layers[self._region_index]
 
     @property
+    def detection(self) -> DetectionParams | None:
+        """The YOLOv1 [detection] layer, if this is a YOLOv1 network."""
+        return None if self._detection_index is None else self.layers[self._detection_index]
+
+    @property
     def is_detector(self) -> bool:
-        return self.region is not None
+        return self.region is not None or self.detection is not None
 
     @property
     def num_classes(self) -> int:
+        if self.detection is not None:
+            return self.detection.spec.classes
         return self.region.spec.classes if self.region is not None else self.out_channels
 
     @property
     def num_anchors(self) -> int:
+        """Anchors of a [region] head; 0 for classifiers and YOLOv1 (see `detection.spec.num`)."""
         return self.region.spec.num if self.region is not None else 0
 
     @property
@@ -446,7 +586,15 @@ class DarknetNet(nn.Module):
     def map_path(self) -> str | None:
         return self.region.spec.map if self.region is not None else None
 
+    @property
+    def fixed_input(self) -> bool:
+        """Whether [connected] or [local] layers fix the input size to the cfg's (YOLOv1)."""
+        return any(isinstance(s, ConnectedSpec | LocalSpec) for s in self.specs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_input and tuple(x.shape[-2:]) != (self.net.height, self.net.width):
+            raise ValueError(f"input size {x.shape[-2]}x{x.shape[-1]} differs from this network's fixed input "
+                             f"{self.net.height}x{self.net.width} (its connected / local layers fix it)")
         if self.region is not None and (x.shape[-1] % self.stride or x.shape[-2] % self.stride):
             raise ValueError(f"input size {x.shape[-2]}x{x.shape[-1]} is not a multiple of {self.stride}")
         outputs: list[torch.Tensor | None] = []
@@ -456,7 +604,7 @@ class DarknetNet(nn.Module):
             else:
                 x = layer(x)
             outputs.append(x if i in self._keep else None)
-        return x.flatten(1) if self.is_classifier else x
+        return x.flatten(1) if self.is_classifier or self.detection is not None else x
 
     def cfg_text(self) -> str:
         """This network as darknet cfg text."""

@@ -10,6 +10,10 @@
   keep the spatial size and odd inputs round up.
 - `reorg` / `Reorg`: darknet's passthrough reorganisation, which is *not* space-to-depth.
 - `Route`, `GlobalAvgPool`: concatenation of earlier outputs and darknet's `[avgpool]`.
+- `Connected`: darknet's `[connected]` (YOLOv1's fully connected layers): the input flattened in
+  darknet's (C, H, W) order, weights (outputs, inputs) as `nn.Linear`, optional batch norm.
+- `LocalConv`: darknet's `[local]`, a locally connected layer (a separate filter bank per output
+  position), with darknet's weight layout.
 """
 
 from __future__ import annotations
@@ -151,3 +155,74 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3), keepdim=True)
+
+
+class Connected(nn.Module):
+    """Darknet `[connected]`: flatten (C, H, W), linear map, optional batch norm, activation.
+
+    Output (B, outputs, 1, 1): darknet's connected layer is an image of size 1 x 1, so later
+    layers see the same shapes as in darknet. With batch norm the linear map has no bias
+    (darknet's `biases` are the batch norm shift, as in `[convolutional]`).
+    """
+
+    def __init__(self, inputs: int, outputs: int, batch_normalize: bool = False, activation: str = "logistic") -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        self.linear = nn.Linear(inputs, outputs, bias=not batch_normalize)
+        self.bn = DarknetBatchNorm2d(outputs) if batch_normalize else None
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x[0].numel() != self.linear.in_features:
+            raise ValueError(f"connected layer expects {self.linear.in_features} inputs per image, got "
+                             f"{tuple(x.shape[1:])} = {x[0].numel()} (the network input size is fixed by its "
+                             "connected layers)")
+        x = self.linear(x.flatten(1))[:, :, None, None]
+        if self.bn is not None:
+            x = self.bn(x)
+        return activate(x, self.activation)
+
+
+def local_output_size(n: int, size: int, stride: int, pad: int) -> int:
+    """Darknet's `local_out_height`: (n - 1) / stride + 1 with `pad` set, else (n - size) / stride + 1."""
+    return (n - 1) // stride + 1 if pad else (n - size) // stride + 1
+
+
+class LocalConv(nn.Module):
+    """Darknet `[local]`: a convolution whose filters differ at every output position.
+
+    Darknet's `forward_local_layer` runs im2col with `pad` pixels of zero padding (the cfg
+    value itself, not size // 2) and, for output position j = y * out_w + x, multiplies the
+    (filters, channels * size * size) block j of the weights with column j. So `weight` is
+    (out_h * out_w, filters, channels, size, size) and `bias` (filters, out_h, out_w): the
+    order of darknet's `.weights` file and of its output.
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, filters: int, size: int, stride: int = 1,
+                 pad: int = 0, activation: str = "logistic") -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        self.size, self.stride, self.pad, self.activation = size, stride, pad, activation
+        self.in_shape = (in_channels, height, width)
+        self.out_h, self.out_w = local_output_size(height, size, stride, pad), local_output_size(width, size, stride, pad)
+        # im2col's own column count must agree with darknet's output size, or darknet reads past its columns.
+        cols = ((height + 2 * pad - size) // stride + 1, (width + 2 * pad - size) // stride + 1)
+        if cols != (self.out_h, self.out_w):
+            raise ValueError(f"local layer size={size} stride={stride} pad={pad} on {height}x{width}: darknet's "
+                             f"output size {self.out_h}x{self.out_w} differs from its im2col grid {cols[0]}x{cols[1]}")
+        locations = self.out_h * self.out_w
+        fan_in = in_channels * size * size
+        self.weight = nn.Parameter(torch.empty(locations, filters, in_channels, size, size).uniform_(-1, 1)
+                                   * (2. / fan_in) ** .5)  # darknet's scale sqrt(2 / (size^2 c))
+        self.bias = nn.Parameter(torch.zeros(filters, self.out_h, self.out_w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"local layer expects input (B, {', '.join(map(str, self.in_shape))}), "
+                             f"got {tuple(x.shape)}")
+        cols = F.unfold(x, self.size, padding=self.pad, stride=self.stride)  # (B, C*k*k, L), im2col's row order
+        weight = self.weight.flatten(2)  # (L, filters, C*k*k)
+        out = torch.einsum("lfk,bkl->bfl", weight, cols).reshape(x.shape[0], -1, self.out_h, self.out_w)
+        return activate(out + self.bias, self.activation)

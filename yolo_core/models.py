@@ -1,10 +1,16 @@
-"""Model registry: Darknet-19, YOLOv2, yolov2-tiny and YOLO9000 as darknet layer specs.
+"""Model registry: Darknet-19, YOLOv2, yolov2-tiny, YOLO9000 and YOLOv1 / Fast YOLO as darknet layer specs.
 
 `create_model(name, width=1.0, **overrides)` builds a `DarknetNet` from the same kind of specs
 a darknet cfg parses into, so `create_model("yolov2")` and `model_from_cfg("yolov2.cfg")` have
 the same layers, state_dict keys and `.weights` layout. `width` multiplies every hidden
 layer's filters (rounded to a multiple of 8, at least 8) for small CPU variants; the output
 convolution keeps the size the head needs.
+
+YOLOv1 (Redmon et al. 2016): `yolov1` is the paper's network (24 convolutions without batch
+norm, FC 4096, dropout .5, FC S*S*(5B+C)), `yolov1_darknet` darknet's later yolov1.cfg (batch
+norm, a 3x3 locally connected layer, 3 boxes per cell) and `fast_yolo` yolov1-tiny.cfg (9
+convolutions). Their grid is fixed by the last connected layer, so any input size works for
+a given network, but one network takes one size only.
 """
 
 from __future__ import annotations
@@ -16,10 +22,14 @@ import torch
 
 from yolo_core.darknet_cfg import (
     AvgPoolSpec,
+    ConnectedSpec,
     ConvSpec,
     CostSpec,
     DarknetNet,
+    DetectionSpec,
+    DropoutSpec,
     LayerSpec,
+    LocalSpec,
     MaxPoolSpec,
     NetSpec,
     RegionSpec,
@@ -33,6 +43,8 @@ COCO_ANCHORS = (0.57273, 0.677385, 1.87446, 2.06253, 3.33843, 5.47434, 7.88282, 
 YOLO9000_ANCHORS = (0.77871, 1.14074, 3.00525, 4.31277, 9.22725, 9.61974)
 
 _REGISTRY: dict[str, Callable[..., DarknetNet]] = {}
+# YOLOv1 networks: a [detection] head on a flat class list and a fixed input size.
+YOLOV1_MODELS = ("yolov1", "yolov1_darknet", "fast_yolo")
 
 
 def register_model(fn: Callable[..., DarknetNet]) -> Callable[..., DarknetNet]:
@@ -66,8 +78,9 @@ def scale_filters(filters: int, width: float) -> int:
     return max(8, int(round(filters * width / 8)) * 8)
 
 
-def _conv(filters: int, size: int, width: float) -> ConvSpec:
-    return ConvSpec(filters=scale_filters(filters, width), size=size, pad=1, batch_normalize=1, activation="leaky")
+def _conv(filters: int, size: int, width: float, stride: int = 1, batch_normalize: bool = True) -> ConvSpec:
+    return ConvSpec(filters=scale_filters(filters, width), size=size, stride=stride, pad=1,
+                    batch_normalize=int(batch_normalize), activation="leaky")
 
 
 def darknet19_trunk(width: float = 1.0) -> list[LayerSpec]:
@@ -163,3 +176,61 @@ def yolo9000(width: float = 1.0, num_classes: int = 9418, anchors: Sequence[floa
     a = _anchors(anchors, YOLO9000_ANCHORS, num_anchors)
     layers = darknet19_trunk(width) + _region(a, num_classes, jitter=0.2, rescore=1, tree=tree_path, map=map_path)
     return DarknetNet(_net(size), layers, source=f"yolo9000 (width {width})")
+
+
+# --- YOLOv1 -------------------------------------------------------------------------------------
+
+def yolov1_trunk(width: float = 1.0, batch_normalize: bool = False) -> list[LayerSpec]:
+    """The 24 convolutions and 4 max pools of YOLOv1 (the paper's Figure 3; yolov1.cfg adds batch norm)."""
+    plan: list[tuple[int, int] | tuple[int, int, int] | None] = [
+        (64, 7, 2), None, (192, 3), None,
+        (128, 1), (256, 3), (256, 1), (512, 3), None,
+        *[(256, 1), (512, 3)] * 4, (512, 1), (1024, 3), None,
+        *[(512, 1), (1024, 3)] * 2, (1024, 3), (1024, 3, 2),
+        (1024, 3), (1024, 3),
+    ]
+    return [MaxPoolSpec() if p is None else _conv(p[0], p[1], width, p[2] if len(p) == 3 else 1, batch_normalize)
+            for p in plan]
+
+
+def _detection(num_classes: int, side: int, num_boxes: int) -> list[LayerSpec]:
+    """The output connected layer and darknet's [detection] with the paper's loss settings
+    (lambda_coord 5, lambda_noobj .5, square roots of w and h, confidence target = IoU)."""
+    if side < 1 or num_boxes < 1 or num_classes < 1:
+        raise ValueError(f"side, num_boxes and num_classes must be positive, got {side}, {num_boxes}, {num_classes}")
+    spec = DetectionSpec(classes=num_classes, coords=4, rescore=1, num=num_boxes, side=side, softmax=0, sqrt=1,
+                         jitter=0.2, object_scale=1.0, noobject_scale=0.5, class_scale=1.0, coord_scale=5.0)
+    return [ConnectedSpec(output=spec.inputs, activation="linear"), spec]
+
+
+@register_model
+def yolov1(width: float = 1.0, num_classes: int = 20, side: int = 7, num_boxes: int = 2, size: int = 448,
+           batch_normalize: bool = False) -> DarknetNet:
+    """YOLOv1 as the paper describes it: 24 convolutions, FC 4096, dropout .5, FC 7x7x30 (VOC)."""
+    layers = yolov1_trunk(width, batch_normalize) + [
+        ConnectedSpec(output=scale_filters(4096, width), batch_normalize=int(batch_normalize), activation="leaky"),
+        DropoutSpec(probability=0.5),
+    ] + _detection(num_classes, side, num_boxes)
+    return DarknetNet(_net(size), layers, source=f"yolov1 (width {width})")
+
+
+@register_model
+def yolov1_darknet(width: float = 1.0, num_classes: int = 20, side: int = 7, num_boxes: int = 3,
+                   size: int = 448) -> DarknetNet:
+    """YOLOv1 as darknet ships it (yolov1.cfg): batch norm, a 3x3 locally connected layer, 3 boxes."""
+    layers = yolov1_trunk(width, batch_normalize=True) + [
+        LocalSpec(filters=scale_filters(256, width), size=3, stride=1, pad=1, activation="leaky"),
+        DropoutSpec(probability=0.5),
+    ] + _detection(num_classes, side, num_boxes)
+    return DarknetNet(_net(size), layers, source=f"yolov1_darknet (width {width})")
+
+
+@register_model
+def fast_yolo(width: float = 1.0, num_classes: int = 20, side: int = 7, num_boxes: int = 2,
+              size: int = 448) -> DarknetNet:
+    """Fast YOLO (yolov1-tiny.cfg): 9 convolutions with 6 max pools, one connected layer."""
+    layers: list[LayerSpec] = []
+    for filters in (16, 32, 64, 128, 256, 512):
+        layers += [_conv(filters, 3, width), MaxPoolSpec()]
+    layers += [_conv(1024, 3, width), _conv(256, 3, width)] + _detection(num_classes, side, num_boxes)
+    return DarknetNet(_net(size), layers, source=f"fast_yolo (width {width})")

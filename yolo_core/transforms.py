@@ -1,5 +1,6 @@
 """Image transforms in torch / numpy / Pillow: darknet's letterbox and training augmentation.
 
+* ``resize``: darknet's plain ``resize_image`` (YOLOv1's test path: the aspect ratio is not kept).
 * ``letterbox``: HEAD test-time resize: keep the aspect ratio, scale to fit the network input
   (sizes rounded down as darknet's integer arithmetic does), bilinear with
   ``align_corners=True`` (darknet's ``resize_image``), centred at integer offsets on a 0.5
@@ -89,6 +90,13 @@ def letterbox(img: Image.Image, size: int | tuple[int, int]) -> tuple[Tensor, Le
     canvas = torch.full((3, net_h, net_w), GREY)
     canvas[:, dy:dy + new_h, dx:dx + new_w] = resized.clamp(0, 1)
     return canvas, LetterboxInfo(w, h, net_w, net_h, new_w, new_h, dx, dy)
+
+
+def resize(img: Image.Image, size: int | tuple[int, int]) -> Tensor:
+    """Darknet's ``resize_image`` to the network input, no letterbox (YOLOv1's test path):
+    bilinear with ``align_corners=True``; box fractions of the output are fractions of ``img``."""
+    net_w, net_h = _size(size)
+    return F.interpolate(to_tensor(img)[None], size=(net_h, net_w), mode="bilinear", align_corners=True)[0]
 
 
 def letterbox_boxes(boxes: Tensor, info: LetterboxInfo) -> Tensor:

@@ -3,8 +3,15 @@
 Layout (darknet src/parser.c, `load_weights_upto` / `save_weights_upto`): a header of int32
 major, minor, revision, then `seen` (images trained on) as uint64 when major*10 + minor >= 2
 (darknet HEAD writes 0.2.0, 20 bytes) or int32 otherwise (0.1.0, 16 bytes). Then, for each
-convolutional layer in cfg order: biases[n]; if batch-normalized scales[n], rolling_mean[n],
-rolling_variance[n]; then weights[n][c][k][k] (PyTorch's OIHW order). float32 little-endian.
+layer with weights, in cfg order (float32 little-endian):
+
+* `[convolutional]`: biases[n]; if batch-normalized scales[n], rolling_mean[n],
+  rolling_variance[n]; then weights[n][c][k][k] (PyTorch's OIHW order).
+* `[connected]`: biases[out], weights[out][in] (`nn.Linear`'s order; stored transposed,
+  [in][out], when major or minor > 1000), then, if batch-normalized, scales, rolling_mean,
+  rolling_variance: batch norm comes *after* the weights here, unlike convolutions.
+* `[local]`: biases[n][out_h][out_w], weights[out_h * out_w][n][c][k][k].
+
 Anchors are not stored. Partial files (such as `darknet19_448.conv.23`) hold only the first
 layers; `cutoff` loads or saves only the layers before a darknet layer index, like darknet's
 `partial` command.
@@ -15,12 +22,13 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from yolo_core.darknet_cfg import DarknetNet
-from yolo_core.layers import ConvBlock
+from yolo_core.layers import Connected, ConvBlock, LocalConv
 
 
 class WeightsError(ValueError):
@@ -42,6 +50,11 @@ class WeightsHeader:
         return self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
 
     @property
+    def transposed(self) -> bool:
+        """Darknet's rule for files whose connected weights are stored [in][out]."""
+        return self.major > 1000 or self.minor > 1000
+
+    @property
     def nbytes(self) -> int:
         return 20 if self.wide_seen else 16
 
@@ -52,42 +65,68 @@ class WeightsHeader:
 
 @dataclass
 class WeightsInfo:
-    """What `load_weights` read: the header and how many conv layers it filled."""
+    """What `load_weights` read: the header and how many layers with weights it filled."""
 
     header: WeightsHeader
-    layers_loaded: int  # conv layers filled
+    layers_loaded: int  # layers with weights filled (convolutional, connected, local)
     last_layer: int  # darknet index of the last filled layer, -1 if none
 
 
-def _conv_layers(model: DarknetNet, cutoff: int | None) -> list[tuple[int, ConvBlock]]:
+WeightedLayer = ConvBlock | Connected | LocalConv
+
+
+def _weighted_layers(model: DarknetNet, cutoff: int | None) -> list[tuple[int, WeightedLayer]]:
     if not isinstance(model, DarknetNet):
         raise TypeError(f"expected a DarknetNet (from create_model or model_from_cfg), got {type(model).__name__}")
     stop = len(model.layers) if cutoff is None else cutoff
-    return [(i, m) for i, m in enumerate(model.layers) if isinstance(m, ConvBlock) and i < stop]
+    return [(i, m) for i, m in enumerate(model.layers) if isinstance(m, WeightedLayer) and i < stop]
 
 
-def _tensors(conv: ConvBlock) -> list[tuple[str, torch.Tensor]]:
-    """The tensors of one conv layer in file order, with darknet's field names."""
-    if conv.bn is None:
-        return [("biases", conv.conv.bias), ("weights", conv.conv.weight)]
-    bn = conv.bn
-    return [("biases", bn.bias), ("scales", bn.weight), ("rolling_mean", bn.running_mean),
-            ("rolling_variance", bn.running_var), ("weights", conv.conv.weight)]
+def _bn_tensors(bn: torch.nn.BatchNorm2d) -> list[tuple[str, torch.Tensor]]:
+    return [("scales", bn.weight), ("rolling_mean", bn.running_mean), ("rolling_variance", bn.running_var)]
+
+
+def _tensors(layer: WeightedLayer) -> list[tuple[str, torch.Tensor]]:
+    """The tensors of one layer in file order, with darknet's field names."""
+    if isinstance(layer, LocalConv):
+        return [("biases", layer.bias), ("weights", layer.weight)]
+    if isinstance(layer, Connected):
+        if layer.bn is None:
+            return [("biases", layer.linear.bias), ("weights", layer.linear.weight)]
+        return [("biases", layer.bn.bias), ("weights", layer.linear.weight)] + _bn_tensors(layer.bn)
+    if layer.bn is None:
+        return [("biases", layer.conv.bias), ("weights", layer.conv.weight)]
+    return [("biases", layer.bn.bias)] + _bn_tensors(layer.bn) + [("weights", layer.conv.weight)]
+
+
+def _describe(layer: WeightedLayer) -> str:
+    if isinstance(layer, Connected):
+        return f"connected, {layer.linear.out_features} outputs"
+    if isinstance(layer, LocalConv):
+        return f"local, {layer.bias.shape[0]} filters"
+    return f"convolutional, {layer.conv.out_channels} filters"
+
+
+def _stored_transposed(layer: WeightedLayer, name: str, header: WeightsHeader) -> bool:
+    return header.transposed and isinstance(layer, Connected) and name == "weights"
 
 
 def darknet_num_params(model: DarknetNet) -> int:
     """Floats a full `.weights` file holds for this network (darknet's parameter count)."""
-    return sum(t.numel() for _, conv in _conv_layers(model, None) for _, t in _tensors(conv))
+    return sum(t.numel() for _, layer in _weighted_layers(model, None) for _, t in _tensors(layer))
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str) -> bytearray:
+    """The whole file, writable (so its floats can be viewed without a copy)."""
     if "://" in path:
         import fsspec
 
         with fsspec.open(path, "rb") as f:
-            return f.read()
+            return bytearray(f.read())
     with open(path, "rb") as f:
-        return f.read()
+        data = bytearray(os.fstat(f.fileno()).st_size)
+        f.readinto(data)
+        return data
 
 
 def read_header(data: bytes, source: str) -> WeightsHeader:
@@ -114,21 +153,23 @@ def load_weights(model: DarknetNet, path: str | os.PathLike[str], cutoff: int | 
     source = os.fspath(path)
     data = _read_bytes(source)
     header = read_header(data, source)
-    body = data[header.nbytes:]
-    if len(body) % 4:
-        raise WeightsError(f"{source}: {len(body)} bytes after the header is not a whole number of float32 values")
-    floats = np.frombuffer(body, dtype="<f4")
+    body_bytes = len(data) - header.nbytes
+    if body_bytes % 4:
+        raise WeightsError(f"{source}: {body_bytes} bytes after the header is not a whole number of float32 values")
+    floats = np.frombuffer(data, dtype="<f4", offset=header.nbytes)  # a view: no copy of a large file
     pos, loaded, last = 0, 0, -1
-    for index, conv in _conv_layers(model, cutoff):
+    for index, layer in _weighted_layers(model, cutoff):
         if pos == len(floats):
             break  # a partial file: the remaining layers keep their values
-        for name, tensor in _tensors(conv):
+        for name, tensor in _tensors(layer):
             n = tensor.numel()
             if pos + n > len(floats):
-                raise WeightsError(f"{source}: ends inside layer {index} (convolutional, {conv.conv.out_channels} "
-                                   f"filters), field {name}: needs {n} floats at float offset {pos}, "
-                                   f"{len(floats) - pos} left")
-            values = torch.from_numpy(floats[pos:pos + n].copy()).view_as(tensor)
+                raise WeightsError(f"{source}: ends inside layer {index} ({_describe(layer)}), field {name}: "
+                                   f"needs {n} floats at float offset {pos}, {len(floats) - pos} left")
+            values = torch.from_numpy(floats[pos:pos + n])
+            if _stored_transposed(layer, name, header):
+                values = values.view(tensor.shape[1], tensor.shape[0]).t()
+            values = values.reshape(tensor.shape)
             tensor.copy_(values.to(tensor.dtype))
             pos += n
         loaded, last = loaded + 1, index
@@ -147,19 +188,24 @@ def save_weights(model: DarknetNet, path: str | os.PathLike[str], header: Weight
     `cutoff` writes only the layers before that darknet layer index (like `darknet partial`).
     """
     header = header or WeightsHeader()
-    chunks = [header.pack()]
-    for _, conv in _conv_layers(model, cutoff):
-        for _, tensor in _tensors(conv):
-            chunks.append(tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
-    data = b"".join(chunks)
+
+    def write(f: Any) -> None:
+        f.write(header.pack())
+        for _, layer in _weighted_layers(model, cutoff):
+            for name, tensor in _tensors(layer):
+                t = tensor.detach().to("cpu", torch.float32)
+                if _stored_transposed(layer, name, header):
+                    t = t.t()
+                f.write(np.ascontiguousarray(t.numpy(), dtype="<f4").data)  # no copy when already float32
+
     target = os.fspath(path)
     if "://" in target:
         import fsspec
 
         with fsspec.open(target, "wb") as f:
-            f.write(data)
+            write(f)
         return
     tmp = f"{target}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:  # write then rename: a reader never sees half a file
-        f.write(data)
+        write(f)
     os.replace(tmp, target)

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(`--config demo` is the embedded default).",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (debug)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on failure, print the traceback (secrets redacted) before the one-line error; "
+                        "also Y9K_DEBUG=1")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
@@ -46,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines import secrets
+
+    argv = sys.argv[1:] if argv is None else argv
+    secrets.remember(list(argv))  # a secret given on the command line is never printed back
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -53,21 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from pipelines.config import ConfigError
+    from pipelines.errors import report_failure
 
     try:
         rc = args.func(args)
     except ConfigError as e:
-        print(f"y9k: config error: {e}", file=sys.stderr)
+        print(f"y9k: config error: {secrets.redact(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("y9k: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        # Errors marked user-facing carry a complete message (file, record, field): no traceback.
-        if getattr(type(e), "user_facing", False):
-            print(f"y9k: error: {e}", file=sys.stderr)
-            return 1
-        raise
+        # One redacted line: user-facing errors carry a complete message (file, record, field);
+        # any other (fsspec, botocore, Ray) is summarised, its traceback shown only with --debug.
+        what = "error" if getattr(type(e), "user_facing", False) else f"{args.command} failed"
+        return report_failure("y9k", what, e, args.debug)
     return int(rc or 0)
 
 

@@ -22,6 +22,8 @@ from pipelines.errors import PipelineError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # darknet HEAD's `detector test` defaults.
 DARKNET_THRESH, DARKNET_HIER_THRESH, DARKNET_NMS = 0.5, 0.5, 0.45
+# darknet's `yolo test` defaults, its YOLOv1 path ([detection] layer: resize, no letterbox).
+DARKNET_V1_THRESH, DARKNET_V1_NMS = 0.2, 0.4
 
 
 class PredictError(PipelineError):
@@ -48,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "hierarchical label, score, box in pixels); optionally draw the detections.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="MLflow model URI (models:/NAME@champion) or a local model directory")
-    src.add_argument("--cfg", help="darknet .cfg file (with --weights)")
+    src.add_argument("--cfg", help="darknet .cfg file (with --weights): YOLOv2 / YOLO9000 ([region], letterbox) or "
+                     "YOLOv1 / Fast YOLO ([detection]: darknet's `yolo test` path, plain resize, thresh .2, NMS .4)")
     p.add_argument("--weights", help="darknet .weights file for --cfg")
     p.add_argument("--tree", help="darknet .tree file for a tree model (YOLO9000) given with --cfg")
     p.add_argument("--names", help="class names, one per line, for --cfg (e.g. 9k.names, coco.names)")
@@ -56,9 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images, directories of images, or URIs")
     p.add_argument("--out", default="-", help="JSON-lines output file (default: stdout)")
     p.add_argument("--draw", metavar="OUT_DIR", help="also write each image with its detections drawn here")
-    p.add_argument("--thresh", type=float, help="score threshold (model default; darknet: .5)")
+    p.add_argument("--thresh", type=float, help="score threshold (model default; darknet: .5, YOLOv1 .2)")
     p.add_argument("--hier-thresh", type=float, help="tree decode threshold (model default; darknet: .5)")
-    p.add_argument("--nms", type=float, help="NMS IoU threshold (model default; darknet: .45)")
+    p.add_argument("--nms", type=float, help="NMS IoU threshold (model default; darknet: .45, YOLOv1 .4)")
     p.add_argument("--input-size", type=int, help="network input size, a multiple of 32 (model default; "
                    "--cfg: the cfg's width)")
     p.set_defaults(func=cmd_predict)
@@ -161,9 +164,13 @@ def _darknet_detector(args: argparse.Namespace) -> tuple[Any, list[str], list[st
 
     if not args.weights:
         raise PredictError("--cfg needs --weights (a darknet .weights file)")
+    for opt in ("cfg", "weights", "tree", "names"):
+        path = getattr(args, opt)
+        if path and not Path(path).is_file():
+            raise PredictError(f"--{opt} {path}: no such file")
     model = model_from_cfg(args.cfg)
     if not model.is_detector:
-        raise PredictError(f"{args.cfg}: not a detector (no [region] layer)")
+        raise PredictError(f"{args.cfg}: not a detector (no [region] or [detection] layer)")
     load_weights(model, args.weights)
     tree = None
     if args.tree:
@@ -187,11 +194,16 @@ def _darknet_detector(args: argparse.Namespace) -> tuple[Any, list[str], list[st
         labels = [hierarchical_label(k, names, parents) for k in range(n)]
     else:
         labels = list(names)
+    v1 = model.detection is not None
+    if v1 and args.input_size and args.input_size != model.net.width:
+        raise PredictError(f"--input-size {args.input_size}: {args.cfg} is a YOLOv1 network, its input is fixed at "
+                           f"{model.net.width}x{model.net.height}")
     size = args.input_size or model.net.width
+    thresh, nms = (DARKNET_V1_THRESH, DARKNET_V1_NMS) if v1 else (DARKNET_THRESH, DARKNET_NMS)
     det = Detector(model, tree, input_size=size,
-                   thresh=DARKNET_THRESH if args.thresh is None else args.thresh,
+                   thresh=thresh if args.thresh is None else args.thresh,
                    hier_thresh=DARKNET_HIER_THRESH if args.hier_thresh is None else args.hier_thresh,
-                   nms=DARKNET_NMS if args.nms is None else args.nms)
+                   nms=nms if args.nms is None else args.nms)
     return det, wnids, names, labels
 
 
@@ -201,8 +213,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipelines.inference import open_image
 
     if args.model:
-        from pipelines.registry import load_pyfunc
+        from pipelines.registry import fail_fast_http, load_pyfunc
 
+        fail_fast_http()
         pf = load_pyfunc(args.model)
         det, wnids, names, labels = pf.detector, pf.wnids, pf.names, pf.labels
         for opt in ("thresh", "hier_thresh", "nms"):
@@ -212,7 +225,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             det.input_size = args.input_size
     else:
         det, wnids, names, labels = _darknet_detector(args)
-    if det.input_size % 32:
+    if det.input_size % 32 and getattr(det.model, "detection", None) is None:
         raise PredictError(f"--input-size {det.input_size} is not a multiple of 32")
     files = expand_images(args.images)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
@@ -246,6 +259,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     from pipelines import registry
 
     cfg = load_cli_config(args)
+    registry.fail_fast_http()
     uri = cfg.mlflow.resolved_tracking_uri()
     name = args.name or cfg.mlflow.registered_model
     metric = cfg.mlflow.promote_metric

@@ -41,11 +41,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from pipelines import dag, job, storage
+    from pipelines import dag, job, secrets, storage
     from pipelines.layout import point_config_at_sample_data, uses_sample_data
 
     cfg = load_cli_config(args)
     log = logging.getLogger("y9k.full")
+    for note in job.adapt_config_to_model(cfg):  # a ConfigError here exits 2 like any config error
+        log.info("config: %s", note)
     sample = uses_sample_data(cfg)
     if sample:
         point_config_at_sample_data(cfg)
@@ -53,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         stages = dag.select(job.build_stages(), args.only, args.start)
     except Exception as e:
-        print(f"y9k run: {e}", file=sys.stderr)
+        print(f"y9k run: {secrets.describe(e)}", file=sys.stderr)
         return 2
     log.info("pipeline: %s (storage %s)", " -> ".join(s.name for s in stages), storage.redact_uri(ctx.root))
     if not args.dry_run:
@@ -65,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcomes = dag.run_stages(stages, ctx, dry_run=args.dry_run, force=args.force,
                                   storage_options=cfg.storage.options)
     except dag.StageFailed as e:
-        print(f"\ny9k run: FAILED: {e}", file=sys.stderr)
+        print(f"\ny9k run: FAILED: {secrets.redact(str(e))}", file=sys.stderr)
         return 1
     print("\n" + dag.format_report(outcomes))
     if args.dry_run:

@@ -37,11 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.errors import PipelineError
+    from pipelines.job import adapt_config_to_model, flat_classes_of
     from pipelines.layout import TRAIN_ROLES, Layout, split_names
+    from pipelines.shards import shard_files
     from pipelines.stages import ensure_ray
     from pipelines.train.stage import run_train
 
     cfg = load_cli_config(args)
+    for note in adapt_config_to_model(cfg):
+        log.info("config: %s", note)
     opts = cfg.storage.options
     layout = Layout.of(cfg)
     shards = args.shards or layout.train_splits(cfg.train.mode)
@@ -49,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         wanted = ", ".join(split_names(*TRAIN_ROLES[cfg.train.mode]))
         raise PipelineError(f"train: no committed {cfg.train.mode} training shards ({wanted}) under "
                             f"{storage.redact_uri(layout.shards)}; run `y9k ingest` first or pass --shards")
+    shard_files(shards, opts)  # an interrupted ingest is refused here, before Ray starts
     tree = load_tree(cfg, args.tree)
     anchors_uri = args.anchors or layout.anchors_json
     anchors = None
@@ -58,7 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise PipelineError(f"train: anchors file {storage.redact_uri(anchors_uri)} not found")
     out = args.out or layout.train_dir(cfg.train.mode)
     ensure_ray(cfg)
-    res = run_train(cfg, shards, tree, anchors, out, stop_after=args.stop_after)
+    # YOLOv1: the evaluated classes of `y9k wordtree`'s output, flat
+    flat = flat_classes_of(cfg, tree, layout.wordtree)
+    res = run_train(cfg, shards, tree, anchors, out, stop_after=args.stop_after, flat_classes=flat)
     state = "already complete" if res.skipped else f"step {res.step}/{cfg.train.max_steps}"
     print(f"train: {state}; checkpoint {res.checkpoint_uri}; MLflow run {res.run_id}")
     return 0

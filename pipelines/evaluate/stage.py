@@ -119,6 +119,7 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
 
     opts = cfg.storage.options
     out_uri = storage.normalize(out_uri)
+    files = shard_files(shards, opts)  # first: an interrupted ingest is refused before any work
     model, tree = _resolve_model(model_or_checkpoint, tree)
     wnids = [str(c[0]) for c in det_classes]
     names = [str(c[2]) for c in det_classes]
@@ -129,7 +130,6 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
             raise StageError(f"evaluate: a model without a tree has {model.num_classes} classes but "
                              f"{len(wnids)} classes are evaluated")
         subset = None
-    files = shard_files(shards, opts)
     key = manifest.stable_hash([manifest.fingerprint_uris(list(shards), opts), model_digest(model),
                                 tree_lists(tree) if tree is not None else None, wnids, dict(split or {})])
     config_hash = cfg.hash("eval")

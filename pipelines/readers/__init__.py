@@ -20,6 +20,7 @@ unlabelled object is background); with ``drop_label`` only the label (the box) i
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,12 @@ DUPLICATE = "duplicate id"
 CROWD = "crowd annotation"
 DIFFICULT = "difficult object"
 IMAGE_REJECTED = "image rejected"
+TOO_LARGE = "too many pixels"
+NOT_REGULAR = "not a regular file"
+MISSING_ANNOTATION = "missing annotation"
+
+# Largest image side an annotation may state (the shard columns are int32; no camera is near it).
+MAX_STATED_SIDE = 1 << 20
 
 IMAGE, OBJECT = "image", "object"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -160,6 +167,31 @@ def list_by_stem(uri: str, storage_options: Mapping[str, Any] | None,
         if dot and ("." + ext.lower()) in exts:
             out.setdefault(stem, path)
     return out
+
+
+def finite_number(value: Any) -> float | None:
+    """A JSON / XML value as a finite float, or None (NaN, infinity, true/false, text, lists...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def stated_side(value: Any) -> int | None:
+    """An image width / height from an annotation: a whole number in [0, MAX_STATED_SIDE] (0: not
+    stated), or None when it is anything else (NaN, 1e12, -5, 12.5, "640")."""
+    number = finite_number(value)
+    if number is None or number != int(number) or not 0 <= number <= MAX_STATED_SIDE:
+        return None
+    return int(number)
+
+
+def is_record_id(value: Any) -> bool:
+    """A usable COCO id: an integer or a string (not a list, a dict, a float or a boolean)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def is_wnid(text: str) -> bool:

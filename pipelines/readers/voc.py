@@ -7,24 +7,30 @@ the image folder is listed once, so a missing image costs nothing more than a se
 Labels: ImageNet DET names objects by wnid; VOC by class name (``dog``), mapped to a wnid with
 :data:`wordtree_build.labelmaps.VOC_WNIDS`. Objects marked ``<difficult>1`` are rejected as
 ``difficult object``, as darknet's ``voc_label.py`` leaves them out. Coordinates are taken as
-they are written (pixels, ``xmin < xmax``); boxes against the real image size are checked by
-the workers.
+they are written (pixels, ``xmin < xmax``); a coordinate or size that is not a finite number
+(``nan``, ``inf``, text) is malformed XML, as is a size that is not a whole number of pixels in
+[0, 2^20]. Boxes against the real image size are checked by the workers. An entry of VOC's
+``ImageSets/Main/<split>.txt`` without an XML file is a ``missing annotation`` reject.
 """
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
 from pipelines import storage
+from pipelines.errors import StageError
 from pipelines.readers import (
     DIFFICULT,
     DUPLICATE,
     IMAGE,
     IMAGE_REJECTED,
     MALFORMED_XML,
+    MAX_STATED_SIDE,
     MISSING,
+    MISSING_ANNOTATION,
     NON_POSITIVE,
     OBJECT,
     UNMAPPED,
@@ -34,6 +40,7 @@ from pipelines.readers import (
     image_record,
     list_by_stem,
     reject,
+    stated_side,
 )
 
 _BATCH = 1000  # XML files fetched per fs.cat call
@@ -45,13 +52,25 @@ def _text(el: ET.Element | None, tag: str) -> str | None:
 
 
 def _number(el: ET.Element | None, tag: str) -> float:
+    """A finite number from ``<tag>`` (``nan``, ``inf``, text: ValueError naming the tag)."""
     text = _text(el, tag)
     if text is None:
         raise ValueError(f"<{tag}> missing")
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
-        raise ValueError(f"<{tag}> is not a number: {text!r}") from None
+        raise ValueError(f"<{tag}> is not a number: {text[:40]!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"<{tag}> is not a finite number: {text[:40]!r}")
+    return number
+
+
+def _side(el: ET.Element | None, tag: str) -> int:
+    """An image width / height: a whole number of pixels in [0, 2^20] (0: not stated)."""
+    side = stated_side(_number(el, tag))
+    if side is None:
+        raise ValueError(f"<{tag}> is not a whole number of pixels in [0, {MAX_STATED_SIDE}]: {_text(el, tag)[:40]!r}")
+    return side
 
 
 def _label_wnid(dataset: str, name: str) -> str:
@@ -62,20 +81,31 @@ def _label_wnid(dataset: str, name: str) -> str:
     return name
 
 
-def _xml_files(source: Source, storage_options: Mapping[str, Any] | None) -> list[str]:
+def _xml_files(source: Source, storage_options: Mapping[str, Any] | None) -> tuple[list[str], list[str]]:
+    """The XML files to read, and the image-list entries that have none (each a reject)."""
     files = storage.list_files(source.annotations or "", storage_options, suffix=".xml")
-    if source.image_list:
-        wanted = {line.split()[0] for line in storage.read_text(source.image_list, storage_options).splitlines()
-                  if line.strip()}
-        files = [f for f in files if f.rsplit("/", 1)[-1][:-4] in wanted]
-    return files
+    if not source.image_list:
+        return files, []
+    try:
+        text = storage.read_text(source.image_list, storage_options)
+    except FileNotFoundError:
+        raise StageError(f"{storage.redact_uri(source.image_list)}: image list not found") from None
+    except UnicodeDecodeError:
+        raise StageError(f"{storage.redact_uri(source.image_list)}: image list is not UTF-8 text") from None
+    wanted = list(dict.fromkeys(line.split()[0] for line in text.splitlines() if line.strip()))
+    by_stem = {f.rsplit("/", 1)[-1][:-4]: f for f in files}
+    return [by_stem[w] for w in wanted if w in by_stem], [w for w in wanted if w not in by_stem]
 
 
 def read_voc(source: Source, mapper: LabelMapper, unmapped: str = "reject",
              storage_options: Mapping[str, Any] | None = None) -> ReadResult:
     res = ReadResult()
     images = list_by_stem(source.images, storage_options)
-    xml_files = _xml_files(source, storage_options)
+    xml_files, unannotated = _xml_files(source, storage_options)
+    for stem in unannotated:  # listed in ImageSets but without an XML file: counted, not dropped
+        res.images_in += 1
+        res.rejects.append(reject(source.image_list or "", stem, "annotation", MISSING_ANNOTATION,
+                                  f"{stem}.xml not found in {storage.redact_uri(source.annotations)}"))
     fs, _ = storage.filesystem(source.annotations or "", storage_options)
     seen: set[str] = set()
     for start in range(0, len(xml_files), _BATCH):
@@ -97,6 +127,9 @@ def _parse_one(source: Source, uri: str, blob: bytes, images: dict[str, str], ma
         line, col = e.position
         res.rejects.append(reject(uri, stem, f"line {line} column {col}", MALFORMED_XML, str(e)))
         return
+    except (ValueError, RecursionError) as e:  # e.g. bytes that are not XML text at all
+        res.rejects.append(reject(uri, stem, "file", MALFORMED_XML, f"{type(e).__name__}: {str(e)[:200]}"))
+        return
     objects = root.findall("object")
     res.objects_in += len(objects)
     obj_recs = [f"{stem}/object[{i}]" for i in range(len(objects))]
@@ -113,7 +146,7 @@ def _parse_one(source: Source, uri: str, blob: bytes, images: dict[str, str], ma
         return
     size_el = root.find("size")
     try:
-        size = (int(_number(size_el, "width")), int(_number(size_el, "height"))) if size_el is not None else (-1, -1)
+        size = (_side(size_el, "width"), _side(size_el, "height")) if size_el is not None else (-1, -1)
     except ValueError as e:
         reject_image("size", MALFORMED_XML, str(e))
         return

@@ -116,6 +116,7 @@ def run_anchors(cfg: Config, shards: Sequence[str] | None = None, out_uri: str |
     if not shards:
         raise StageError(f"anchors: no ingested detection training shards under {storage.redact_uri(layout.shards)}; "
                          "run `y9k ingest` first")
+    shard_files(shards, opts)  # an interrupted ingest is refused here, before Ray starts
     out_uri = storage.normalize(out_uri or layout.anchors)
     fingerprint = manifest.fingerprint_uris(shards, opts)
     chash = cfg.hash("anchors")

@@ -21,7 +21,13 @@ Box rule (in pixels of the original image, W x H): a box with width or height <=
 tolerance is clipped to the image, and if the clipped box is narrower or lower than 1 pixel it
 is a ``degenerate box``. An image whose annotation states a size other than the decoded one is a
 ``size mismatch`` (its boxes cannot be trusted). Anything Pillow cannot open, verify (formats
-other than JPEG) and fully decode (truncated, corrupt, not an image) is a ``corrupt image``.
+other than JPEG) and fully decode (truncated, corrupt, not an image) is a ``corrupt image``; an
+image whose header states more than ``data.max_pixels`` pixels is ``too many pixels`` (never
+decoded); a local path that is not a regular file (a FIFO, which would block the reader for
+ever) is ``not a regular file`` (never opened). 16-bit images are scaled to 8 bits.
+
+A source in which the reader finds no image at all (a mistyped folder) is an error unless
+``data.allow_empty`` is true.
 
 Accounting: images in = accepted + rejected and objects in = boxes accepted + rejected, per
 source; the stage checks it and the tests too. ``data.strict`` stops at the first reject with
@@ -46,16 +52,20 @@ import pyarrow.parquet as pq
 from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
+from pipelines.images import DEFAULT_MAX_PIXELS, TooManyPixels, open_checked, to_rgb
 from pipelines.layout import Layout
 from pipelines.readers import (
     CORRUPT,
     DEGENERATE,
     IMAGE,
     IMAGE_REJECTED,
+    MALFORMED_JSON,
     MISSING,
+    NOT_REGULAR,
     OBJECT,
     OUTSIDE,
     SIZE_MISMATCH,
+    TOO_LARGE,
     LabelMapper,
     ReadResult,
     Source,
@@ -90,6 +100,7 @@ class IngestRejectError(StageError):
 
 
 _STRICT = "ingest (strict):"
+MALFORMED = MALFORMED_JSON  # a non-finite box coordinate (see _check_box)
 
 
 def _strict_error(r: Mapping[str, Any]) -> IngestRejectError:
@@ -102,11 +113,12 @@ def _strict_error(r: Mapping[str, Any]) -> IngestRejectError:
 # --------------------------------------------------------------------------------------------
 
 
-def _decode(data: bytes, max_side: int, quality: int) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+def _decode(data: bytes, max_side: int, quality: int,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
     """Verify, fully decode, downscale and re-encode. Returns (jpeg, original size, new size)."""
     from PIL import Image
 
-    im = Image.open(io.BytesIO(data))
+    im = open_checked(data, max_pixels)
     if im.format != "JPEG":
         # Structural check (PNG CRCs and the like). Pillow's JPEG reader checks nothing here that
         # the full decode below does not, so JPEGs (nearly all inputs) skip the second parse.
@@ -120,8 +132,7 @@ def _decode(data: bytes, max_side: int, quality: int) -> tuple[bytes, tuple[int,
     im.load()
     if scale == 1 and im.format == "JPEG" and im.mode == "RGB":
         return data, (w, h), (w, h)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
+    im = to_rgb(im)
     if im.size != size:
         im = im.resize(size, Image.Resampling.BILINEAR)
     out = io.BytesIO()
@@ -131,6 +142,8 @@ def _decode(data: bytes, max_side: int, quality: int) -> tuple[bytes, tuple[int,
 
 def _check_box(box: Sequence[float], w: int, h: int) -> tuple[list[float] | None, str, str]:
     """The box rule of the module docstring: (normalized cx, cy, w, h) or (None, reason, detail)."""
+    if not all(math.isfinite(v) for v in box):  # the readers refuse these; never trust a NaN
+        return None, MALFORMED, f"box {list(box)} holds a number that is not finite"
     x0, y0, x1, y1 = box
     tx, ty = BOX_TOLERANCE * w, BOX_TOLERANCE * h
     if x0 < -tx or y0 < -ty or x1 > w + tx or y1 > h + ty:
@@ -142,7 +155,8 @@ def _check_box(box: Sequence[float], w: int, h: int) -> tuple[list[float] | None
 
 
 def process_record(rec: Mapping[str, Any], max_side: int, quality: int,
-                   storage_options: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, list[dict]]:
+                   storage_options: Mapping[str, Any] | None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[dict[str, Any] | None, list[dict]]:
     """Read, check and re-encode one image record: (shard row or None, reject rows)."""
     uri = rec["uri"]
     src = uri.split("#", 1)[0]
@@ -161,8 +175,12 @@ def process_record(rec: Mapping[str, Any], max_side: int, quality: int,
             data = storage.read_bytes(uri, storage_options)
         except FileNotFoundError:
             return rejected("file", MISSING, "the file disappeared after listing")
+        except storage.NotRegularFileError:
+            return rejected("file", NOT_REGULAR, "a FIFO, socket, device or folder: not opened")
     try:
-        jpeg, (w, h), (nw, nh) = _decode(data, max_side, quality)
+        jpeg, (w, h), (nw, nh) = _decode(data, max_side, quality, max_pixels)
+    except TooManyPixels as e:
+        return rejected("image", TOO_LARGE, str(e))
     except Exception as e:  # noqa: BLE001 - any failure to decode untrusted bytes means a corrupt image
         return rejected("image", CORRUPT, f"{type(e).__name__}: {e}")
     sw, sh = rec["stated_width"], rec["stated_height"]
@@ -196,13 +214,15 @@ def _empty_row(rec: Mapping[str, Any]) -> dict[str, Any]:
 class _Process:
     """The map_batches callable: records (Arrow) -> shard rows + rejects JSON (Arrow)."""
 
-    def __init__(self, max_side: int, quality: int, storage_options: Mapping[str, Any], strict: bool) -> None:
+    def __init__(self, max_side: int, quality: int, storage_options: Mapping[str, Any], strict: bool,
+                 max_pixels: int) -> None:
         self.max_side, self.quality, self.options, self.strict = max_side, quality, dict(storage_options), strict
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = []
         for rec in batch.to_pylist():
-            row, rejects = process_record(rec, self.max_side, self.quality, self.options)
+            row, rejects = process_record(rec, self.max_side, self.quality, self.options, self.max_pixels)
             if rejects and self.strict:
                 raise _strict_error(rejects[0])
             row = row or _empty_row(rec)
@@ -401,6 +421,10 @@ def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | N
         mapper = LabelMapper(tree, wordnet=load_wordnet)
     unmapped, strict = cfg.data.unmapped, cfg.data.strict
     read = _read(source, mapper, unmapped, opts)
+    if read.images_in == 0 and not read.containers and not cfg.data.allow_empty:
+        raise StageError(f"ingest {source.name}: no images found in {storage.redact_uri(source.images)}"
+                         + (f" (annotations {storage.redact_uri(source.annotations)})" if source.annotations else "")
+                         + "; check the path, or set data.allow_empty: true if an empty source is expected")
     if strict and read.rejects:
         raise _strict_error(read.rejects[0])
     rejects = list(read.rejects)
@@ -413,7 +437,7 @@ def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | N
 
     run_id = uuid.uuid4().hex[:8]
     target = int(cfg.data.shard_mb * (1 << 20))
-    process = _Process(cfg.data.max_side, cfg.data.jpeg_quality, opts, strict)
+    process = _Process(cfg.data.max_side, cfg.data.jpeg_quality, opts, strict, cfg.data.max_pixels)
     writes: list[dict[str, Any]] = []
     pipelines_ = []
     if read.records:
@@ -444,6 +468,9 @@ def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | N
         rejects += w["rejects"]
         tar_images += w["image_records"]
     res.images_in = read.images_in + (tar_images - len(read.records))
+    if res.images_in == 0 and not cfg.data.allow_empty:  # tar files holding no member
+        raise StageError(f"ingest {source.name}: no images in the tar files under "
+                         f"{storage.redact_uri(source.images)}; set data.allow_empty: true if that is expected")
     res.objects_in = read.objects_in
     res.images_rejected = sum(1 for r in rejects if r["level"] == IMAGE)
     res.objects_rejected = sum(1 for r in rejects if r["level"] == OBJECT)

@@ -8,6 +8,12 @@ Ray Train runs :func:`train_loop_per_worker` on every worker; ``config`` comes f
 stage.run_train (the config as a dict, the tree, the anchors, the MLflow run). A step is one
 optimizer update (darknet's "iteration"); ``seen`` counts images over all workers, which is
 what darknet's region warm-up (the first 12,800 images) looks at.
+
+YOLOv1 models (``yolo_core.models.YOLOV1_MODELS``) train the same way with darknet's detection
+loss (``yolo_core.detection``) on a flat label set: ``config["flat_classes"]`` lists the tree
+node of each class, and a box trains the class at its node or the nearest one above it (boxes
+with none are counted as ``boxes_unmapped``). Their input size is fixed: every step runs at
+``train.input_size``.
 """
 
 from __future__ import annotations
@@ -33,16 +39,37 @@ log = logging.getLogger("y9k.train")
 PREVIEW_THRESH = 0.1
 
 
-def build_model(cfg: Config, tree: Any, anchors: list[list[float]] | None) -> torch.nn.Module:
-    """The configured network; with a tree, one output per tree node."""
-    from yolo_core.models import create_model
+def build_model(cfg: Config, tree: Any, anchors: list[list[float]] | None,
+                flat_classes: list[int] | None = None) -> torch.nn.Module:
+    """The configured network; with a tree, one output per tree node; a YOLOv1 model has one
+    output per flat class, at the fixed input train.input_size."""
+    from yolo_core.models import YOLOV1_MODELS, create_model
 
+    if cfg.model.name in YOLOV1_MODELS:
+        if not flat_classes:
+            raise ValueError(f"model {cfg.model.name} (YOLOv1) needs its flat class list (the evaluated classes); "
+                             "train it through the pipeline (y9k run), which passes them")
+        return create_model(cfg.model.name, width=cfg.model.width, num_classes=len(flat_classes),
+                            size=cfg.train.input_size)
     kw: dict[str, Any] = {"width": cfg.model.width}
     if tree is not None:
         kw["num_classes"] = tree.num_nodes
     if anchors and cfg.train.mode != "classify":
         kw["anchors"] = anchors
     return create_model(cfg.model.name, **kw)
+
+
+def flat_label_map(parents: list[int], flat_classes: list[int]) -> torch.Tensor:
+    """(num_nodes,) tensor: the flat class of each tree node (itself or its nearest ancestor in
+    ``flat_classes``), -1 when there is none."""
+    index = {node: k for k, node in enumerate(flat_classes)}
+    out = []
+    for node in range(len(parents)):
+        n = node
+        while n >= 0 and n not in index:
+            n = parents[n]
+        out.append(index[n] if n >= 0 else -1)
+    return torch.tensor(out, dtype=torch.long)
 
 
 def schedule_of(cfg: Config) -> dict[str, Any]:
@@ -66,15 +93,23 @@ def log_predictions(model: torch.nn.Module, jpegs: list[bytes], cfg: Config, tre
 
     from PIL import Image
 
+    from yolo_core import detection
     from yolo_core.postprocess import detect
-    from yolo_core.transforms import letterbox
+    from yolo_core.transforms import letterbox, resize
 
-    x = torch.stack([letterbox(Image.open(io.BytesIO(b)).convert("RGB"), cfg.eval.input_size)[0] for b in jpegs])
+    images = [Image.open(io.BytesIO(b)).convert("RGB") for b in jpegs]
+    if model.detection is not None:  # YOLOv1: darknet's plain resize to the fixed input
+        x = torch.stack([resize(img, (model.net.width, model.net.height)) for img in images])
+    else:
+        x = torch.stack([letterbox(img, cfg.eval.input_size)[0] for img in images])
     model.eval()
     raw = model(x.to(device)).float()
     model.train()
-    dets = detect(raw, model.anchors, model.num_classes, tree=tree, thresh=PREVIEW_THRESH,
-                  hier_thresh=cfg.eval.hier_thresh, nms=cfg.eval.nms)
+    if model.detection is not None:
+        dets = detection.detect(raw, model.detection.spec, thresh=PREVIEW_THRESH, nms=cfg.eval.nms)
+    else:
+        dets = detect(raw, model.anchors, model.num_classes, tree=tree, thresh=PREVIEW_THRESH,
+                      hier_thresh=cfg.eval.hier_thresh, nms=cfg.eval.nms)
     tracker.log_image(prediction_grid(x, dets), f"predictions/step_{step:07d}.png")
 
 
@@ -82,6 +117,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from yolo_core.detection import DetectionLoss
     from yolo_core.region import RegionLoss
     from yolo_core.tree import Tree
 
@@ -96,7 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # Model and optimizer.
     tree = Tree(config["tree"]["parents"]) if config.get("tree") else None
-    model = build_model(cfg, tree, config.get("anchors"))
+    model = build_model(cfg, tree, config.get("anchors"), config.get("flat_classes"))
     optimizer = build_optimizer(param_groups(model, t.weight_decay), t)
 
     # Restore: the whole state from the latest checkpoint of this run, else a warm start.
@@ -120,8 +156,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # Loss: darknet's region loss for detectors, (hierarchical) cross-entropy for the classifier.
     tree_dev = tree.to(device) if tree is not None else None
-    loss_fn = None
-    if t.mode != "classify":
+    loss_fn, flat_of_node = None, None
+    if core.detection is not None:
+        loss_fn = DetectionLoss(core.detection.spec)
+        flat_of_node = flat_label_map(config["tree"]["parents"], config["flat_classes"]).to(device)
+    elif t.mode != "classify":
         loss_fn = RegionLoss(core.anchors.detach().cpu(), core.num_classes, tree=tree_dev,
                              variant=t.loss_variant, cls_select=t.cls_select, cls_topk=t.cls_topk,
                              cls_loss_weight=t.cls_loss_weight).to(device)
@@ -144,10 +183,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stop = min(t.max_steps, config.get("stop_after") or t.max_steps)
 
     sums: dict[str, float] = defaultdict(float)
-    window_start, window_steps, window_cut = time.perf_counter(), 0, 0
+    window_start, window_steps, window_cut, window_unmapped = time.perf_counter(), 0, 0, 0
     batches.wait_s = 0.0
     while step < stop:
-        size = multiscale_size(step, t)
+        size = t.input_size if core.fixed_input else multiscale_size(step, t)
         lr = learning_rate(step, t, world)
         set_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
@@ -164,6 +203,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     parts = classify_loss(out.float(), batch["image_label"].to(device), tree_dev)
                 else:
                     targets = {k: batch[k].to(device) for k in ("boxes", "labels", "image_label")}
+                    if flat_of_node is not None:  # tree nodes -> YOLOv1's flat classes
+                        boxed = targets["labels"] >= 0
+                        targets["labels"] = torch.where(boxed, flat_of_node[targets["labels"].clamp(min=0)], -1)
+                        window_unmapped += int((boxed & (targets["labels"] < 0)).sum())
                     parts = loss_fn(out.float(), targets, seen)
                 (parts["total"] / t.subdivisions).backward()
             window_cut += int(batch["cut_boxes"].sum())
@@ -178,12 +221,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics = {f"loss_{k}": v / window_steps for k, v in sums.items()}
             metrics.update({
                 "lr": lr, "input_size": size, "seen": seen, "boxes_cut": window_cut,
+                **({"boxes_unmapped": window_unmapped} if flat_of_node is not None else {}),
                 "images_per_s": window_steps * t.batch_size * world / elapsed,
                 "data_wait_fraction": batches.wait_s / elapsed,
             })
             tracker.log_metrics(metrics, step=step)
             sums.clear()
-            window_start, window_steps, window_cut, batches.wait_s = time.perf_counter(), 0, 0, 0.0
+            window_start, window_steps, window_cut, window_unmapped = time.perf_counter(), 0, 0, 0
+            batches.wait_s = 0.0
 
         if t.eval_every and step % t.eval_every == 0 and rank == 0 and config.get("preview"):
             log_predictions(core, config["preview"], cfg, tree_dev, tracker, step, device)

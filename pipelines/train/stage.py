@@ -96,9 +96,10 @@ def _storage_filesystem(uri: str, options: dict[str, Any]):
 
 
 def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors: Sequence[Sequence[float]] | None,
-              out_uri: str, stop_after: int | None = None) -> TrainResult:
+              out_uri: str, stop_after: int | None = None, flat_classes: Sequence[int] | None = None) -> TrainResult:
     """Train (or resume) on the shard directories; ``stop_after`` ends this call at that step
-    with a checkpoint (the schedule still spans ``train.max_steps``)."""
+    with a checkpoint (the schedule still spans ``train.max_steps``). ``flat_classes``: the
+    tree node of each class of a YOLOv1 model (see ``pipelines.train.loop``)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -129,6 +130,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
         "tracking_uri": tracking_uri, "stop_after": stop_after,
         "preview": preview_images(shards, cfg.eval.draw_images, opts) if t.eval_every and t.mode != "classify" else [],
         "anchors": [list(map(float, a)) for a in anchors] if anchors is not None else None,
+        "flat_classes": [int(n) for n in flat_classes] if flat_classes is not None else None,
     }
     limits = _stream_cpu_limits(t)
     log.info("train: CPUs per data stream: %s", limits)

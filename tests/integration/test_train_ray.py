@@ -216,3 +216,36 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
     # beyond the checkpoint interval.
     assert resumed[1] >= killed["latest"] and resumed[1] % 2 == 0 and resumed[1] < 16
     assert {s for s, _ in _history(uri, result.run_id, "loss_total")} == set(range(1, 17))
+
+
+def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path):
+    """YOLOv1 through Ray Train: detection images only, darknet's detection loss, flat classes."""
+
+    from pipelines.inference import Detector
+    from pipelines.job import adapt_config_to_model
+    from pipelines.train.checkpoint import read_checkpoint
+    from pipelines.train.loop import build_model
+    from pipelines.train.stage import run_train
+
+    cfg = _cfg(tmp_path, "model.name=fast_yolo", "model.width=0.125", "train.max_steps=2", "train.steps=[1]",
+               "train.scales=[0.1]", "train.checkpoint_every=2", "train.eval_every=2", "eval.draw_images=2")
+    notes = adapt_config_to_model(cfg)
+    assert cfg.train.mode == "detect" and not cfg.train.multiscale and notes
+    result = run_train(cfg, shards[:1], SmallTree(), None, str(tmp_path / "train" / "v1"), flat_classes=[1, 2])
+    assert result.step == 2
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for part in ("coord", "obj", "noobj", "cls"):  # the region loss's parts, from the detection loss
+        values = [v for _, v in _history(uri, result.run_id, f"loss_{part}")]
+        assert len(values) == 2 and all(np.isfinite(values)) and max(values) > 0, part
+    assert [v for _, v in _history(uri, result.run_id, "boxes_unmapped")] == [0, 0]
+    assert {v for _, v in _history(uri, result.run_id, "input_size")} == {64.0}  # no multi-scale
+    from mlflow import MlflowClient
+
+    assert {a.path for a in MlflowClient(uri).list_artifacts(result.run_id, "predictions")} == \
+        {"predictions/step_0000002.png"}  # the preview grid through the v1 decode
+    state, _ = read_checkpoint(result.checkpoint_uri, 0)
+    model = build_model(cfg, None, None, [1, 2])
+    model.load_state_dict(state["model"])
+    assert model.num_classes == 2 and model.net.width == 64
+    (dets,) = Detector(model, thresh=0.0)([Image.new("RGB", (80, 60), (200, 40, 40))])
+    assert len(dets.scores) > 0 and dets.boxes.shape[1] == 4

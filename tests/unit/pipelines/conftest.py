@@ -21,3 +21,12 @@ def ray_local():
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_http_env(monkeypatch):
+    """`y9k registry` / `predict --model` set MLflow's fail-fast HTTP variables in the process
+    (pipelines.registry.fail_fast_http): undo them after each test, so later tests see defaults."""
+    for var in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(var, "")  # records the value before the test, restored after it
+        monkeypatch.delenv(var)

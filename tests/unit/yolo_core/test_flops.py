@@ -31,6 +31,20 @@ def test_cfg_models_count_the_same() -> None:
     assert round(count_flops(tiny), 2) == 5.41
 
 
+@pytest.mark.parametrize("cfg,ops", [("yolov1-tiny.cfg", 3_216_030_720), ("yolov1.cfg", 40_190_248_448)])
+def test_yolov1_cfgs_count_what_darknet_ops_prints(cfg: str, ops: int) -> None:
+    # `darknet ops cfg/<cfg>` (pjreddie/darknet f6afaab) prints "Floating Point Operations: <ops>":
+    # convolutions plus 2 x inputs x outputs per connected layer; it skips the [local] layer.
+    with torch.device("meta"):
+        model = model_from_cfg(shared_path("darknet", "cfg", cfg))
+    assert sum(f for _, f in conv_flops(model)) == ops
+    assert round(count_flops(model, 448, 448), 2) == round(ops / 1e9, 2)
+    name = {"yolov1-tiny.cfg": "fast_yolo", "yolov1.cfg": "yolov1_darknet"}[cfg]
+    with torch.device("meta"):
+        assert count_flops(create_model(name)) * 1e9 == ops
+    assert "connected 1470" in summary(model) or "connected 1715" in summary(model)
+
+
 def test_hand_computed_network() -> None:
     net, layers = parse_cfg_text("[net]\nwidth=20\nheight=12\nchannels=3\n"
                                  "[convolutional]\nfilters=4\nsize=3\nstride=2\npad=1\n[maxpool]\n"
