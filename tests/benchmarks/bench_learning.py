@@ -65,7 +65,14 @@ def run_once(root: Path, overrides: list[str]) -> tuple[dict, Path, float]:
     sets = [f"storage.root={root}", f"mlflow.tracking_uri=sqlite:///{root}/mlflow.db", *overrides]
     before = set(root.glob("eval/*/metrics.json"))
     t0 = time.perf_counter()
-    rc = y9k(["run", "--config", "demo", *(a for o in sets for a in ("--set", o))])
+    try:
+        rc = y9k(["run", "--config", "demo", *(a for o in sets for a in ("--set", o))])
+    finally:
+        import ray
+
+        # Each run sizes its own local Ray instance (joint training needs a CPU more than
+        # detection only), as separate `y9k run` processes would.
+        ray.shutdown()
     seconds = time.perf_counter() - t0
     if rc != 0:
         raise SystemExit(f"bench_learning: the pipeline failed (exit status {rc}) with {overrides}")
