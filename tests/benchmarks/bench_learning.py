@@ -153,11 +153,15 @@ def judge(runs: list[dict], rules: list[str]) -> tuple[dict, list[dict], str | N
                 continue
             ok = False
             sib = r["siblings"]["per_class"]
-            weak = {c: {"ap50_joint": round(ap, 4), "ap50_detect": round(det["ap50_unseen"].get(c, float("nan")), 4),
-                        "found_rate": round(sib[c]["found"] / sib[c]["boxes"], 3) if c in sib and sib[c]["boxes"] else None,
-                        "sibling_accuracy": round(sib[c]["right"] / sib[c]["found"], 3)
-                        if c in sib and sib[c]["found"] else None}
-                    for c, ap in r["ap50_unseen"].items() if ap < max(MIN_UNSEEN, MIN_RATIO * det["ap50_unseen"].get(c, 0))}
+            weak = {}
+            for c, ap in r["ap50_unseen"].items():
+                det_ap = det["ap50_unseen"].get(c)
+                if ap is None or ap >= max(MIN_UNSEEN, MIN_RATIO * (det_ap or 0)):  # None: no boxes of c
+                    continue
+                counts = sib.get(c, {})
+                weak[c] = {"ap50_joint": round(ap, 4), "ap50_detect": None if det_ap is None else round(det_ap, 4),
+                           "found_rate": round(counts["found"] / counts["boxes"], 3) if counts.get("boxes") else None,
+                           "sibling_accuracy": round(counts["right"] / counts["found"], 3) if counts.get("found") else None}
             failures.append({"rule": rule, "world": w, "seed": s, "map50_unseen": r["map50_unseen"],
                              "detect_map50_unseen": det["map50_unseen"], "ratio": ratio, "classes_below_target": weak})
         verdict[rule] = ok and bool(ratios)
