@@ -147,7 +147,10 @@ def judge(runs: list[dict], rules: list[str]) -> tuple[dict, list[dict], str | N
             if setting != f"joint_{rule}":
                 continue
             det = by[(w, s, "detect")]
-            ratio = r["map50_unseen"] / det["map50_unseen"] if det["map50_unseen"] > 0 else float("inf")
+            if det["map50_unseen"] > 0:
+                ratio = r["map50_unseen"] / det["map50_unseen"]
+            else:  # over a detection-only 0, any gain is "infinitely" better, none is not
+                ratio = float("inf") if r["map50_unseen"] > 0 else 0.0
             ratios.append(ratio)
             if ratio >= MIN_RATIO and r["map50_unseen"] >= MIN_UNSEEN:
                 continue
