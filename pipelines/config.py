@@ -73,6 +73,11 @@ class SampleDataConfig:
     # tiny: a handful of images (pipeline tests); small: the demo; medium: about 5x small.
     scale: Literal["tiny", "small", "medium"] = "small"
     seed: int = 0
+    # Which generated world (pipelines.sample_data.WORLDS): 'zoo' (cars, buses, birds, dogs,
+    # elephants, bears and their breeds / species / models) or 'depot' (trucks, boats, ties,
+    # sports balls, bottles, chairs and their kinds; other shapes, sizes and scenes). Both have
+    # coarse classes with boxes, fine ones with classification images only, DET-style val.
+    world: Literal["zoo", "depot"] = "zoo"
 
 
 @dataclass
@@ -205,11 +210,19 @@ class TrainConfig:
     # paper's text: classification images get only the class loss and the .3 objectness pull,
     # no no-object term; see yolo_core.region).
     loss_variant: Literal["head", "j17", "paper"] = "head"
-    # Which prediction of a classification image gets its class loss: 'label' (darknet and the
-    # paper: the highest obj x P(label)) or 'object' (the highest objectness). From scratch,
-    # 'label' lets the model score its labels at arbitrary predictions instead of learning them
-    # from the object (see yolo_core.region).
-    cls_select: Literal["label", "object"] = "label"
+    # Which prediction of a classification image gets its class loss (yolo_core.region has the
+    # sources): 'label' (YOLO9000 / darknet: the one already scoring the label highest, obj x
+    # P(label)), 'object' (the most object-like one), 'size' (Detic's default: the largest box
+    # among the cls_topk most object-like ones) or 'image' (Detic's image box: the label taught
+    # as a box covering the whole image). From scratch, 'label' lets the model score its labels
+    # at arbitrary predictions instead of learning them from the object.
+    cls_select: Literal["label", "object", "size", "image"] = "label"
+    # K of the 'size' rule; null: Detic's 128 proposals scaled to the grid (128 per 12 x 12
+    # cells: 150 of 845 predictions at 416 px, 32 of 180 at the demo's 192 px).
+    cls_topk: int | None = None
+    # Weight of the class loss of classification images (Detic's IMAGE_LOSS_WEIGHT, 0.1 there;
+    # 1 is darknet's, which weighs them like detection labels).
+    cls_loss_weight: float = 1.0
     amp: bool = True
     # Keep weights and activations in channels_last (NHWC) memory format: the same numbers, another
     # layout for the convolution kernels. On by default: a compute-only training step of the demo
@@ -248,6 +261,9 @@ class TrainConfig:
                f">= train.multiscale_min ({self.multiscale_min})")
         _check(self.multiscale_every >= 1, "train.multiscale_every", self.multiscale_every, "an integer >= 1")
         _check(0 <= self.det_fraction <= 1, "train.det_fraction", self.det_fraction, "a number in [0, 1]")
+        if self.cls_topk is not None:
+            _check(self.cls_topk >= 1, "train.cls_topk", self.cls_topk, "an integer >= 1 or null (Detic's, scaled)")
+        _check(self.cls_loss_weight >= 0, "train.cls_loss_weight", self.cls_loss_weight, "a number >= 0")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "an integer >= 1")
         _check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         _check(self.max_failures >= -1, "train.max_failures", self.max_failures, "an integer >= -1 (-1: retry forever)")

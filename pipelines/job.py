@@ -131,7 +131,7 @@ def _sample_data(ctx: JobContext) -> dict:
     from pipelines.sample_data import generate
 
     s = ctx.cfg.sample_data
-    summary = generate(ctx.layout.sample, seed=s.seed, scale=s.scale, storage_options=ctx.opts)
+    summary = generate(ctx.layout.sample, seed=s.seed, scale=s.scale, storage_options=ctx.opts, world_name=s.world)
     log.info("%s", summary)
     d = summary.to_dict()
     return {k: d[k] for k in ("coco_train_images", "imagenet_images", "det_val_images", "det_seen", "det_unseen")}

@@ -25,10 +25,18 @@ labels only from classification images; the DET-style val set then boxes coarse 
 "seen": they have detection data) and fine or unrelated classes whose names only classification
 data teaches ("unseen"), mirroring the paper's 44 seen / 156 unseen split of ImageNet DET.
 
+Worlds (``world_name``, config ``sample_data.world``): the mechanism above, built twice from
+independent parts, so that a training recipe can be checked on more than the one world it was
+tuned on. ``zoo`` (the default): cars, buses, birds, dogs, elephants, bears and their ILSVRC
+breeds / species / models, plus an orange, a soccer ball and a laptop. ``depot``: trucks, boats,
+ties, sports balls, bottles, chairs and their ILSVRC kinds (half of them DET-200 classes), plus
+a ladybug, a lemon and a hammer; other shapes, smaller and more elongated and rotated objects,
+more of them per image, banded backgrounds with box-like clutter, and other image shapes.
+
 Everything is deterministic for a seed: each image draws from its own numpy generator seeded by
-(seed, set, index), and JPEGs use fixed encoder settings, so the same seed gives the same bytes.
-A ``sample_data.json`` marker is written first (incomplete) and last (complete): a finished
-output with the same seed and scale is reused, any other output of ours is replaced, and a
+(seed, world and set, index), and JPEGs use fixed encoder settings, so the same seed gives the
+same bytes. A ``sample_data.json`` marker is written first (incomplete) and last (complete): a
+finished output with the same world, seed and scale is reused, any other output of ours is replaced, and a
 directory holding data we did not write is never touched.
 """
 
@@ -116,6 +124,72 @@ FINE: tuple[FineClass, ...] = (
     FineClass("n03642806", "laptop", None, "hstripes", (160, 165, 175), (40, 40, 50), shape="arrow"),
 )
 
+# The "depot" world, built independently of the one above: other COCO categories (things,
+# not animals), their own ILSVRC-2012 hyponyms, many of them DET-200 classes (wine bottle, water
+# bottle, the balls, bow tie, Windsor tie as DET's "tie"), and an insect, a fruit and a tool
+# (ladybug, lemon, hammer: DET-200 classes, classification data only) as unrelated ones.
+DEPOT_COARSE: tuple[CoarseClass, ...] = (
+    CoarseClass(8, "truck", "vehicle", "n04490091", "truck"),
+    CoarseClass(9, "boat", "vehicle", "n04530566", "hull"),
+    CoarseClass(32, "tie", "accessory", "n03815615", "kite"),
+    CoarseClass(37, "sports ball", "sports", "n02778669", "ball"),
+    CoarseClass(44, "bottle", "kitchen", "n02876657", "bottle"),
+    CoarseClass(62, "chair", "furniture", "n03001627", "chair"),
+)
+
+DEPOT_FINE: tuple[FineClass, ...] = (
+    FineClass("n03345487", "fire engine", "truck", "solid", (200, 20, 30), (200, 20, 30)),
+    FineClass("n03417042", "garbage truck", "truck", "grid", (40, 120, 60), (220, 220, 220)),
+    FineClass("n04461696", "tow truck", "truck", "hstripes", (250, 200, 0), (30, 30, 30)),
+    FineClass("n02951358", "canoe", "boat", "solid", (190, 110, 40), (190, 110, 40)),
+    FineClass("n04273569", "speedboat", "boat", "dstripes", (245, 245, 245), (0, 90, 200)),
+    FineClass("n03447447", "gondola", "boat", "vstripes", (15, 15, 15), (230, 200, 60)),
+    FineClass("n02883205", "bow tie", "tie", "dots", (120, 0, 160), (250, 250, 250)),
+    FineClass("n04591157", "Windsor tie", "tie", "dstripes", (170, 0, 40), (240, 200, 0)),
+    FineClass("n02802426", "basketball", "sports ball", "grid", (240, 110, 20), (20, 20, 20)),
+    FineClass("n03445777", "golf ball", "sports ball", "dots", (250, 250, 250), (180, 180, 190)),
+    FineClass("n04409515", "tennis ball", "sports ball", "solid", (200, 240, 40), (200, 240, 40)),
+    FineClass("n04540053", "volleyball", "sports ball", "rings", (250, 250, 250), (30, 80, 200)),
+    FineClass("n04591713", "wine bottle", "bottle", "solid", (90, 10, 40), (90, 10, 40)),
+    FineClass("n04557648", "water bottle", "bottle", "hstripes", (120, 200, 250), (250, 250, 250)),
+    FineClass("n02823428", "beer bottle", "bottle", "checker", (130, 70, 10), (250, 220, 120)),
+    FineClass("n04099969", "rocking chair", "chair", "vstripes", (150, 80, 20), (60, 30, 10)),
+    FineClass("n03376595", "folding chair", "chair", "checker", (0, 150, 160), (250, 250, 250)),
+    FineClass("n04429376", "throne", "chair", "rings", (230, 180, 0), (160, 0, 20)),
+    # Unrelated: an insect, a fruit and a tool, with their own shapes.
+    FineClass("n02165456", "ladybug", None, "dots", (220, 20, 20), (10, 10, 10), shape="dome"),
+    FineClass("n07749582", "lemon", None, "solid", (250, 235, 40), (250, 235, 40), shape="lens"),
+    FineClass("n03481172", "hammer", None, "hstripes", (110, 70, 30), (170, 175, 185), shape="tee"),
+)
+
+
+@dataclass(frozen=True)
+class World:
+    """One generated world: its classes and how its images look. Worlds share only the on-disk
+    formats and the mechanism (coarse boxes, fine classification images, DET-style val)."""
+
+    name: str
+    description: str
+    coarse: tuple[CoarseClass, ...]
+    fine: tuple[FineClass, ...]
+    # Added to the image-set codes of the per-image seeds, so worlds draw unrelated streams.
+    seed_code: int
+    # Object side as a fraction of the image's shorter side, in detection images.
+    object_size: tuple[float, float]
+    # The labelled object of a classification image, the same way.
+    cls_object_size: tuple[float, float]
+    # Width / height of an object, drawn log-uniformly; and its rotation in degrees (+-).
+    object_aspect: tuple[float, float]
+    max_angle: float
+    # Image shapes (width : height) and how the background and clutter are drawn.
+    canvas_aspects: tuple[tuple[int, int], ...]
+    background: str  # 'gradient' (smooth ramp + blotches) or 'bands' (wavy horizontal bands)
+    clutter: tuple[int, int]  # clutter items per image
+    clutter_style: str  # 'strokes' (lines, arcs, blobs) or 'boxes' (outlined boxes, dots)
+    coco_max_objects: int  # objects per COCO-style image, at most
+    det_max_objects: int  # objects per DET-style image, at most
+
+
 # Image counts per set and image sizes (pixels, longest side) of each scale (sample_data.scale); `tiny` is for tests.
 SCALES: dict[str, dict[str, Any]] = {
     "tiny": dict(coco_train=6, coco_val=3, cls_per_class=1, det_val=6, side=(160, 200)),
@@ -143,22 +217,43 @@ _SET_CODES = {"coco_train": 1, "coco_val": 2, "imagenet_train": 3, "det_val": 4}
 _ASPECTS = ((4, 3), (3, 4), (1, 1), (3, 2), (16, 9))
 COCO_VAL_ID_BASE = 1_000_000  # COCO ids are unique across splits
 
+ZOO = World(
+    name="zoo", description="cars, buses, birds, dogs, elephants, bears (their breeds, species and models)",
+    coarse=COARSE, fine=FINE, seed_code=0, object_size=OBJECT_SIZE, cls_object_size=(0.35, 0.8),
+    object_aspect=(0.5, 2.0), max_angle=20.0, canvas_aspects=_ASPECTS, background="gradient", clutter=CLUTTER,
+    clutter_style="strokes", coco_max_objects=6, det_max_objects=5)
+# Smaller, more elongated, more rotated objects, more of them per image, busier banded scenes.
+DEPOT = World(
+    name="depot", description="trucks, boats, ties, sports balls, bottles, chairs (their kinds); "
+    "ladybug, lemon, hammer unrelated",
+    coarse=DEPOT_COARSE, fine=DEPOT_FINE, seed_code=10, object_size=(0.1, 0.45), cls_object_size=(0.3, 0.65),
+    object_aspect=(0.4, 2.5), max_angle=35.0, canvas_aspects=((2, 1), (1, 2), (4, 3), (1, 1)),
+    background="bands", clutter=(6, 16), clutter_style="boxes", coco_max_objects=8, det_max_objects=7)
+WORLDS: dict[str, World] = {w.name: w for w in (ZOO, DEPOT)}
+
 
 class SampleDataError(PipelineError):
     """Bad arguments, or an output directory that holds data this generator did not write."""
 
 
-def _coarse_by_name() -> dict[str, CoarseClass]:
-    return {c.name: c for c in COARSE}
+def world(name: str) -> World:
+    """The world called ``name``; a clear error naming the known ones otherwise."""
+    if name not in WORLDS:
+        raise SampleDataError(f"sample data: unknown world {name!r}; choose one of {', '.join(WORLDS)}")
+    return WORLDS[name]
 
 
-def shape_of(fine: FineClass) -> str:
-    return fine.shape if fine.coarse is None else _coarse_by_name()[fine.coarse].shape
+def _coarse_by_name(w: World = ZOO) -> dict[str, CoarseClass]:
+    return {c.name: c for c in w.coarse}
 
 
-def det_classes() -> list[tuple[str, int, str, str]]:
+def shape_of(fine: FineClass, w: World = ZOO) -> str:
+    return fine.shape if fine.coarse is None else _coarse_by_name(w)[fine.coarse].shape
+
+
+def det_classes(w: World = ZOO) -> list[tuple[str, int, str, str]]:
     """The DET-style class list: (wnid, det_id, name, 'seen'|'unseen'), sorted by name like DET-200."""
-    rows = [(c.wnid, c.name, "seen") for c in COARSE] + [(f.wnid, f.name, "unseen") for f in FINE]
+    rows = [(c.wnid, c.name, "seen") for c in w.coarse] + [(f.wnid, f.name, "unseen") for f in w.fine]
     rows.sort(key=lambda r: (r[1].lower(), r[0]))
     return [(wnid, i + 1, name, status) for i, (wnid, name, status) in enumerate(rows)]
 
@@ -196,6 +291,29 @@ def _unit_polygon(shape: str) -> list[list[tuple[float, float]]]:
                  (-a, a), (-0.5, a), (-0.5, -a), (-a, -a)]]
     if shape == "arrow":
         return [[(-0.5, -0.18), (0.1, -0.18), (0.1, -0.5), (0.5, 0.0), (0.1, 0.5), (0.1, 0.18), (-0.5, 0.18)]]
+    if shape == "ball":  # a 12-gon
+        return [[(0.5 * math.cos(t), 0.5 * math.sin(t)) for t in np.arange(12) * math.pi / 6 + math.pi / 12]]
+    if shape == "truck":  # a box with a lower cab in front
+        return [[(-0.5, -0.5), (0.15, -0.5), (0.15, -0.1), (0.42, -0.1), (0.5, 0.1), (0.5, 0.5), (-0.5, 0.5)]]
+    if shape == "hull":  # a boat: wide deck, narrow keel, a cabin
+        return [[(-0.5, 0.0), (-0.15, 0.0), (-0.15, -0.5), (0.2, -0.5), (0.2, 0.0), (0.5, 0.0), (0.28, 0.5),
+                 (-0.32, 0.5)]]
+    if shape == "kite":  # a tie: short knot, long blade
+        return [[(0.0, -0.5), (0.22, -0.3), (0.0, 0.5), (-0.22, -0.3)]]
+    if shape == "bottle":
+        return [[(-0.1, -0.5), (0.1, -0.5), (0.1, -0.2), (0.3, -0.05), (0.3, 0.5), (-0.3, 0.5), (-0.3, -0.05),
+                 (-0.1, -0.2)]]
+    if shape == "chair":  # side view: back, seat, legs
+        return [[(-0.4, -0.5), (-0.2, -0.5), (-0.2, 0.0), (0.4, 0.0), (0.4, 0.5), (0.25, 0.5), (0.25, 0.18),
+                 (-0.25, 0.18), (-0.25, 0.5), (-0.4, 0.5)]]
+    if shape == "dome":  # half a disc
+        return [[(0.5 * math.cos(t), 0.5 - math.sin(t)) for t in np.linspace(0, math.pi, 24)]]
+    if shape == "lens":  # two arcs meeting in points
+        top = [(0.5 * math.cos(t), -0.5 * math.sin(t)) for t in np.linspace(0, math.pi, 16)]
+        return [top + [(x, -y) for x, y in reversed(top[1:-1])]]
+    if shape == "tee":  # a hammer: head across a handle
+        return [[(-0.5, -0.5), (0.5, -0.5), (0.5, -0.22), (0.1, -0.22), (0.1, 0.5), (-0.1, 0.5), (-0.1, -0.22),
+                 (-0.5, -0.22)]]
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -230,6 +348,11 @@ def _texture(pattern: str, c1: tuple[int, int, int], c2: tuple[int, int, int], w
     elif pattern == "dots":
         dx, dy = xx % period - period / 2, yy % period - period / 2
         sel = dx * dx + dy * dy < (0.32 * period) ** 2
+    elif pattern == "grid":  # thin lines both ways
+        sel = (xx % period < max(2, period // 4)) | (yy % period < max(2, period // 4))
+    elif pattern == "rings":  # concentric rings around the fill's centre
+        r = np.hypot(xx - xx.mean(), yy - yy.mean())
+        sel = (r // half) % 2 == 1
     else:
         raise ValueError(f"unknown pattern {pattern!r}")
     # A little brightness jitter per instance, so no two objects are pixel-identical.
@@ -252,13 +375,14 @@ def _transform(shape: str, w: float, h: float, angle: float) -> list[list[tuple[
 
 
 def _place(rng: np.random.Generator, shape: str, img_w: int, img_h: int, size_range: tuple[float, float],
-           taken: list[tuple[float, float, float, float]], tries: int = 25) -> list[list[tuple[float, float]]] | None:
+           taken: list[tuple[float, float, float, float]], w: World = ZOO,
+           tries: int = 25) -> list[list[tuple[float, float]]] | None:
     """Outlines of one object that fits the image and barely overlaps the ones already placed."""
     base = min(img_w, img_h)
     for _ in range(tries):
         size = base * math.exp(rng.uniform(math.log(size_range[0]), math.log(size_range[1])))
-        aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
-        angle = math.radians(rng.uniform(-20, 20))
+        aspect = math.exp(rng.uniform(math.log(w.object_aspect[0]), math.log(w.object_aspect[1])))
+        angle = math.radians(rng.uniform(-w.max_angle, w.max_angle))
         rings = _transform(shape, size * math.sqrt(aspect), size / math.sqrt(aspect), angle)
         xs = [p[0] for p in rings[0]]
         ys = [p[1] for p in rings[0]]
@@ -327,8 +451,43 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def _clutter(img: Image.Image, rng: np.random.Generator, n: int) -> None:
+def _bands(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """Two to four muted horizontal bands with wavy borders, and fine noise: a horizon-like scene."""
+    n = int(rng.integers(2, 5))
+    colors = np.array([_hsv(rng.random(), rng.uniform(0.05, 0.35), rng.uniform(0.25, 0.85)) for _ in range(n)], float)
+    yy, xx = np.mgrid[0:h, 0:w]
+    wave = (h / 14) * np.sin(xx / max(1.0, w) * rng.uniform(2, 9) + rng.uniform(0, 2 * math.pi))
+    band = np.clip(((yy + wave) / h * n).astype(int), 0, n - 1)
+    arr = colors[band] + rng.normal(0, 9, (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _boxes_clutter(img: Image.Image, rng: np.random.Generator, n: int) -> None:
+    """Outlined boxes, small dull squares and dot rows: man-made structure that is no class's shape."""
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    side = min(w, h)
+    for _ in range(n):
+        color = _hsv(rng.random(), rng.uniform(0, 0.5), rng.uniform(0.15, 0.9))
+        kind = rng.integers(3)
+        x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+        if kind == 0:
+            bw, bh = rng.uniform(0.05, 0.5, 2) * side
+            draw.rectangle([x, y, x + bw, y + bh], outline=color, width=int(rng.integers(1, 3)))
+        elif kind == 1:
+            r = rng.uniform(0.015, 0.04) * side
+            draw.rectangle([x - r, y - r, x + r, y + r], fill=_dull(rng))
+        else:
+            step = rng.uniform(0.02, 0.05) * side
+            for k in range(int(rng.integers(3, 9))):
+                draw.ellipse([x + k * step - 1.5, y - 1.5, x + k * step + 1.5, y + 1.5], fill=color)
+
+
+def _clutter(img: Image.Image, rng: np.random.Generator, n: int, w: World = ZOO) -> None:
     """Lines, arcs and small lumpy blobs: structure that is not any class's shape."""
+    if w.clutter_style == "boxes":
+        _boxes_clutter(img, rng, n)
+        return
     draw = ImageDraw.Draw(img)
     w, h = img.size
     side = min(w, h)
@@ -352,26 +511,26 @@ def _clutter(img: Image.Image, rng: np.random.Generator, n: int) -> None:
             draw.polygon(pts, fill=_dull(rng))
 
 
-def _canvas(rng: np.random.Generator, side_range: tuple[int, int]) -> Image.Image:
+def _canvas(rng: np.random.Generator, side_range: tuple[int, int], world: World = ZOO) -> Image.Image:
     longest = int(rng.integers(side_range[0], side_range[1] + 1))
-    a, b = _ASPECTS[int(rng.integers(len(_ASPECTS)))]
+    a, b = world.canvas_aspects[int(rng.integers(len(world.canvas_aspects)))]
     w, h = (longest, round(longest * b / a)) if a >= b else (round(longest * a / b), longest)
-    img = _background(rng, w, h)
-    _clutter(img, rng, int(rng.integers(*CLUTTER)))
+    img = _bands(rng, w, h) if world.background == "bands" else _background(rng, w, h)
+    _clutter(img, rng, int(rng.integers(*world.clutter)), world)
     return img
 
 
-def _finish(img: Image.Image, rng: np.random.Generator) -> bytes:
+def _finish(img: Image.Image, rng: np.random.Generator, world: World = ZOO) -> bytes:
     """A few occluding lines, sensor-like noise, and a JPEG with fixed encoder settings."""
-    _clutter(img, rng, int(rng.integers(0, 3)))
+    _clutter(img, rng, int(rng.integers(0, 3)), world)
     arr = np.asarray(img, float) + rng.normal(0, rng.uniform(2, 7), (img.height, img.width, 3))
     buf = io.BytesIO()
     Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, **JPEG_OPTIONS)
     return buf.getvalue()
 
 
-def _rng(seed: int, image_set: str, *index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, _SET_CODES[image_set], *index]))
+def _rng(world: World, seed: int, image_set: str, *index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, world.seed_code + _SET_CODES[image_set], *index]))
 
 
 # What an object of one label may look like: (label, shape, appearances), each appearance a fine
@@ -380,20 +539,20 @@ _Look = tuple[str, str, tuple]
 
 
 def _scene(rng: np.random.Generator, side: tuple[int, int], looks: list[_Look], first: _Look,
-           max_objects: int) -> tuple[bytes, int, int, list[_Placed]]:
+           max_objects: int, world: World = ZOO) -> tuple[bytes, int, int, list[_Placed]]:
     """A detection image: `first` always, plus up to max_objects-1 random looks."""
-    img = _canvas(rng, side)
+    img = _canvas(rng, side, world)
     wanted = [first] + [looks[int(rng.integers(len(looks)))] for _ in range(int(rng.integers(0, max_objects)))]
     placed: list[_Placed] = []
     for label, shape, appearances in wanted:
-        outlines = _place(rng, shape, img.width, img.height, OBJECT_SIZE, [p.box for p in placed])
+        outlines = _place(rng, shape, img.width, img.height, world.object_size, [p.box for p in placed], world)
         if outlines is None:  # no room left without hiding another object
             continue
         _paint(img, outlines, appearances[int(rng.integers(len(appearances)))], rng)
         xs = [x for x, _ in outlines[0]]
         ys = [y for _, y in outlines[0]]
         placed.append(_Placed(label, outlines, (min(xs), min(ys), max(xs), max(ys))))
-    return _finish(img, rng), img.width, img.height, placed
+    return _finish(img, rng, world), img.width, img.height, placed
 
 
 def _fine_look(f: FineClass) -> tuple[str, tuple[int, int, int], tuple[int, int, int]]:
@@ -410,18 +569,18 @@ def _polygon_area(ring: list[tuple[float, float]]) -> float:
 
 
 def _coco_split(out: str, split: str, count: int, seed: int, side: tuple[int, int],
-                options: Mapping[str, Any] | None) -> tuple[int, int]:
+                options: Mapping[str, Any] | None, world: World = ZOO) -> tuple[int, int]:
     # A coarse object is dull or looks like one of its fine classes, with equal odds.
-    looks: list[_Look] = [(c.name, c.shape, (None, *(_fine_look(f) for f in FINE if f.coarse == c.name)))
-                          for c in COARSE]
+    looks: list[_Look] = [(c.name, c.shape, (None, *(_fine_look(f) for f in world.fine if f.coarse == c.name)))
+                          for c in world.coarse]
     categories = [{"id": c.coco_id, "name": c.name, "supercategory": c.supercategory}
-                  for c in sorted(COARSE, key=lambda c: c.coco_id)]
-    cat_id = {c.name: c.coco_id for c in COARSE}
+                  for c in sorted(world.coarse, key=lambda c: c.coco_id)]
+    cat_id = {c.name: c.coco_id for c in world.coarse}
     images, annotations = [], []
     id_base = 0 if split == "train" else COCO_VAL_ID_BASE
     for i in range(count):
-        rng = _rng(seed, f"coco_{split}", i)
-        data, w, h, placed = _scene(rng, side, looks, looks[i % len(looks)], max_objects=6)
+        rng = _rng(world, seed, f"coco_{split}", i)
+        data, w, h, placed = _scene(rng, side, looks, looks[i % len(looks)], world.coco_max_objects, world)
         image_id = id_base + i + 1
         file_name = f"{image_id:012d}.jpg"
         storage.write_bytes(storage.join(out, SAMPLE_DATA[f"coco_{split}"], file_name), data, options)
@@ -451,20 +610,20 @@ def _coco_split(out: str, split: str, count: int, seed: int, side: tuple[int, in
 
 
 def _imagenet(out: str, per_class: int, seed: int, side: tuple[int, int],
-              options: Mapping[str, Any] | None) -> int:
+              options: Mapping[str, Any] | None, world: World = ZOO) -> int:
     written = 0
-    for ci, f in enumerate(FINE):
+    for ci, f in enumerate(world.fine):
         for i in range(per_class):
-            rng = _rng(seed, "imagenet_train", ci, i)
-            img = _canvas(rng, side)
+            rng = _rng(world, seed, "imagenet_train", ci, i)
+            img = _canvas(rng, side, world)
             # One dominant object carries the image-level label.
-            outlines = _place(rng, shape_of(f), img.width, img.height, (0.35, 0.8), [])
+            outlines = _place(rng, shape_of(f, world), img.width, img.height, world.cls_object_size, [], world)
             assert outlines is not None  # nothing else is placed, so the first try fits
             _paint(img, outlines, _fine_look(f), rng)
             uri = storage.join(out, SAMPLE_DATA["imagenet_train"], f.wnid, f"{f.wnid}_{i + 1}.JPEG")
-            storage.write_bytes(uri, _finish(img, rng), options)
+            storage.write_bytes(uri, _finish(img, rng, world), options)
             written += 1
-    mapping = "".join(f"{f.wnid} {f.name}\n" for f in sorted(FINE, key=lambda f: f.wnid))
+    mapping = "".join(f"{f.wnid} {f.name}\n" for f in sorted(world.fine, key=lambda f: f.wnid))
     storage.write_text(storage.join(out, "imagenet", "LOC_synset_mapping.txt"), mapping, options)
     return written
 
@@ -491,20 +650,20 @@ def _voc_xml(name: str, w: int, h: int, placed: list[_Placed]) -> bytes:
 
 
 def _det_val(out: str, count: int, seed: int, side: tuple[int, int],
-             options: Mapping[str, Any] | None) -> int:
-    coarse = _coarse_by_name()
-    fine = {f.wnid: f for f in FINE}
-    classes = det_classes()
+             options: Mapping[str, Any] | None, world: World = ZOO) -> int:
+    coarse = _coarse_by_name(world)
+    fine = {f.wnid: f for f in world.fine}
+    classes = det_classes(world)
     looks: list[_Look] = []
     for wnid, _, name, status in classes:
         if status == "seen":
             looks.append((wnid, coarse[name].shape, (None,)))
         else:
-            looks.append((wnid, shape_of(fine[wnid]), (_fine_look(fine[wnid]),)))
+            looks.append((wnid, shape_of(fine[wnid], world), (_fine_look(fine[wnid]),)))
     boxes = 0
     for i in range(count):
-        rng = _rng(seed, "det_val", i)
-        data, w, h, placed = _scene(rng, side, looks, looks[i % len(looks)], max_objects=5)
+        rng = _rng(world, seed, "det_val", i)
+        data, w, h, placed = _scene(rng, side, looks, looks[i % len(looks)], world.det_max_objects, world)
         name = f"Y9K_DET_val_{i + 1:08d}"
         storage.write_bytes(storage.join(out, SAMPLE_DATA["det_val"], "Data", "DET", "val", f"{name}.JPEG"), data, options)
         storage.write_bytes(storage.join(out, SAMPLE_DATA["det_val"], "Annotations", "DET", "val", f"{name}.xml"),
@@ -527,6 +686,7 @@ class SampleSummary:
     out_uri: str  # credentials redacted
     seed: int
     scale: str
+    world: str
     coco_train_images: int
     coco_train_boxes: int
     coco_val_images: int
@@ -548,7 +708,7 @@ class SampleSummary:
     def __str__(self) -> str:
         how = "reused (already complete)" if self.reused else f"generated in {self.seconds:.1f} s"
         return "\n".join([
-            f"sample data at {self.out_uri} (seed {self.seed}, scale {self.scale}): {how}",
+            f"sample data at {self.out_uri} (world {self.world}, seed {self.seed}, scale {self.scale}): {how}",
             f"  coco/          {self.coco_train_images} train images ({self.coco_train_boxes} boxes), "
             f"{self.coco_val_images} val images ({self.coco_val_boxes} boxes), {self.coco_categories} categories",
             f"  imagenet/      {self.imagenet_images} train images in {self.imagenet_classes} classes",
@@ -558,11 +718,14 @@ class SampleSummary:
 
 
 def generate(out_uri: str, seed: int = 0, scale: str = "small",
-             storage_options: Mapping[str, Any] | None = None, *, force: bool = False) -> SampleSummary:
-    """Write the three sample datasets under out_uri; reuse a complete one with the same seed and scale.
+             storage_options: Mapping[str, Any] | None = None, *, world_name: str = "zoo",
+             force: bool = False) -> SampleSummary:
+    """Write the three sample datasets of one world under out_uri; reuse a complete one with the
+    same world, seed and scale.
 
-    force: regenerate even when a complete output with the same seed and scale exists.
+    force: regenerate even when a complete output with the same world, seed and scale exists.
     """
+    w = world(world_name)
     if scale not in SCALES:
         raise SampleDataError(f"sample data: unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -571,9 +734,11 @@ def generate(out_uri: str, seed: int = 0, scale: str = "small",
     shown = storage.redact_uri(out)
     marker_uri = storage.join(out, MARKER)
     marker = _read_marker(marker_uri, storage_options)
+    # Markers from before worlds existed describe the zoo world.
     if marker is not None and not force and marker.get("complete") and marker.get("seed") == seed \
-            and marker.get("scale") == scale and marker.get("version") == GENERATOR_VERSION:
-        return SampleSummary(**{**marker["summary"], "reused": True})
+            and marker.get("scale") == scale and marker.get("version") == GENERATOR_VERSION \
+            and marker.get("world", ZOO.name) == w.name:
+        return SampleSummary(**{"world": ZOO.name, **marker["summary"], "reused": True})
     if marker is None:
         ours = [d for d in OUR_DIRS if storage.exists(storage.join(out, d), storage_options)]
         if ours:
@@ -583,27 +748,26 @@ def generate(out_uri: str, seed: int = 0, scale: str = "small",
         storage.remove(storage.join(out, d), storage_options)
 
     started = time.perf_counter()
-    storage.write_json(marker_uri, {"version": GENERATOR_VERSION, "seed": seed, "scale": scale, "complete": False},
-                       storage_options)
+    head = {"version": GENERATOR_VERSION, "world": w.name, "seed": seed, "scale": scale}
+    storage.write_json(marker_uri, {**head, "complete": False}, storage_options)
     cfg = SCALES[scale]
     side = cfg["side"]
-    train_imgs, train_boxes = _coco_split(out, "train", cfg["coco_train"], seed, side, storage_options)
-    val_imgs, val_boxes = _coco_split(out, "val", cfg["coco_val"], seed, side, storage_options)
-    cls_imgs = _imagenet(out, cfg["cls_per_class"], seed, side, storage_options)
-    det_boxes = _det_val(out, cfg["det_val"], seed, side, storage_options)
-    classes = det_classes()
+    train_imgs, train_boxes = _coco_split(out, "train", cfg["coco_train"], seed, side, storage_options, w)
+    val_imgs, val_boxes = _coco_split(out, "val", cfg["coco_val"], seed, side, storage_options, w)
+    cls_imgs = _imagenet(out, cfg["cls_per_class"], seed, side, storage_options, w)
+    det_boxes = _det_val(out, cfg["det_val"], seed, side, storage_options, w)
+    classes = det_classes(w)
     summary = SampleSummary(
-        out_uri=shown, seed=seed, scale=scale,
+        out_uri=shown, seed=seed, scale=scale, world=w.name,
         coco_train_images=train_imgs, coco_train_boxes=train_boxes,
-        coco_val_images=val_imgs, coco_val_boxes=val_boxes, coco_categories=len(COARSE),
-        imagenet_images=cls_imgs, imagenet_classes=len(FINE),
+        coco_val_images=val_imgs, coco_val_boxes=val_boxes, coco_categories=len(w.coarse),
+        imagenet_images=cls_imgs, imagenet_classes=len(w.fine),
         det_val_images=cfg["det_val"], det_val_boxes=det_boxes, det_classes=len(classes),
         det_seen=sum(c[3] == "seen" for c in classes), det_unseen=sum(c[3] == "unseen" for c in classes),
         seconds=round(time.perf_counter() - started, 2),
     )
     # The marker is written last: only a finished output says complete.
-    storage.write_json(marker_uri, {"version": GENERATOR_VERSION, "seed": seed, "scale": scale, "complete": True,
-                                    "summary": summary.to_dict()}, storage_options)
+    storage.write_json(marker_uri, {**head, "complete": True, "summary": summary.to_dict()}, storage_options)
     return summary
 
 
@@ -634,15 +798,16 @@ def _coco_items(root: str, n: int, options: Mapping[str, Any] | None) -> Iterato
         yield data, boxes, f"coco {im['file_name']}"
 
 
-def _imagenet_items(root: str, n: int, options: Mapping[str, Any] | None) -> Iterator[tuple[bytes, list, str]]:
-    step = max(1, len(FINE) // n)
-    for f in FINE[::step][:n]:
+def _imagenet_items(root: str, n: int, options: Mapping[str, Any] | None,
+                    w: World) -> Iterator[tuple[bytes, list, str]]:
+    step = max(1, len(w.fine) // n)
+    for f in w.fine[::step][:n]:
         uri = storage.join(root, SAMPLE_DATA["imagenet_train"], f.wnid, f"{f.wnid}_1.JPEG")
         yield storage.read_bytes(uri, options), [], f"{f.wnid} {f.name}"
 
 
-def _det_items(root: str, n: int, options: Mapping[str, Any] | None) -> Iterator[tuple[bytes, list, str]]:
-    names = {wnid: (name, status) for wnid, _, name, status in det_classes()}
+def _det_items(root: str, n: int, options: Mapping[str, Any] | None, w: World) -> Iterator[tuple[bytes, list, str]]:
+    names = {wnid: (name, status) for wnid, _, name, status in det_classes(w)}
     xmls = storage.list_files(storage.join(root, SAMPLE_DATA["det_val"], "Annotations", "DET", "val"), options, ".xml")
     for xml_uri in xmls[:n]:
         ann = ET.fromstring(storage.read_bytes(xml_uri, options))
@@ -661,8 +826,10 @@ def contact_sheet(data_uri: str, out_png: str, per_row: int = 4,
                   storage_options: Mapping[str, Any] | None = None, tile: int = 240) -> str:
     """A PNG with a row each of COCO-style, classification and DET-style images, boxes labelled."""
     root = storage.normalize(data_uri)
-    rows = [list(_coco_items(root, per_row, storage_options)), list(_imagenet_items(root, per_row, storage_options)),
-            list(_det_items(root, per_row, storage_options))]
+    marker = _read_marker(storage.join(root, MARKER), storage_options) or {}
+    w = world(marker.get("world", ZOO.name))
+    rows = [list(_coco_items(root, per_row, storage_options)),
+            list(_imagenet_items(root, per_row, storage_options, w)), list(_det_items(root, per_row, storage_options, w))]
     sheet = Image.new("RGB", (per_row * tile, len(rows) * (tile + 14)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for r, items in enumerate(rows):

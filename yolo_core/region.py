@@ -24,7 +24,7 @@ The loss reproduces darknet's deltas (``forward_region_layer``) as a differentia
 * A later truth in the same cell and anchor overwrites an earlier one, as darknet's delta
   assignments do: coordinates and objectness wholly, class groups group by group.
 * Classification-only images (``image_label >= 0``): no coordinate or prior terms; every
-  prediction gets ``noobj`` except the one with the highest obj x P(label), which gets the
+  prediction gets ``noobj`` except the one ``cls_select`` picks (below), which gets the
   class loss for the label and, with ``'j17'``, 1/2 object_scale (.3 - obj)^2 when obj < .3
   (``'head'`` gives it no objectness term). Without a tree the same rule uses the flat softmax.
   ``'paper'`` follows the paper's text instead of either commit ("we only backpropagate
@@ -33,13 +33,31 @@ The loss reproduces darknet's deltas (``forward_region_layer``) as a differentia
   Darknet's no-object term there teaches that a classification image's object is background
   everywhere but at one prediction, which keeps objectness off the classes that only
   classification data shows; otherwise it is the 'j17' loss.
-* ``cls_select``: which prediction of a classification image is "the best one". 'label'
-  (darknet, the paper) takes the highest obj x P(label); 'object' the highest objectness. From
-  scratch, 'label' has an easy way out: with a few labels per sibling group and hundreds of
-  predictions, some prediction already favours any given label, so the loss can be met by
-  scoring labels at arbitrary predictions without reading the object (on the sample data the
-  fine classes stayed at chance after 1200 steps; with 'object' they reached 69% top-1).
-  Darknet starts joint training from an ImageNet-trained backbone, where this matters less.
+* ``cls_select``: which prediction of a classification image is "the best one", the one that
+  gets its class loss (and the 'j17' / 'paper' .3 objectness pull):
+
+  - 'label' (YOLO9000 paper, darknet ``region_layer.c``, Detic's ``IMAGE_LABEL_LOSS:
+    max_score``): the highest obj x P(label). From scratch it has an easy way out: with a few
+    labels per sibling group and hundreds of predictions, some prediction already favours any
+    given label, so the loss can be met by scoring labels at arbitrary predictions without
+    reading the object (on the sample data the fine classes stayed at chance after 1200 steps;
+    with 'object' they reached 69% top-1). Darknet starts joint training from an
+    ImageNet-trained backbone, where this matters less.
+  - 'object' (Detic's paper, Table 2, "max-object-score"): the highest objectness.
+  - 'size' (Detic's default, ``IMAGE_LABEL_LOSS: max_size``): the largest decoded box among the
+    K most object-like predictions. Detic takes the largest of its 128 top-scored proposals
+    (``WS_NUM_PROPS``) on image-labelled inputs of 384 px (``DATALOADER.DATASET_INPUT_SIZE``
+    default [896, 384], detic/config.py), i.e. 128 candidates per 12 x 12 stride-32 cells; the
+    default K keeps that density: ``round(128 * H * W / 144)`` (150 of 845 predictions at 416,
+    89 at 320, 321 at 608), capped at the number of predictions. ``cls_topk`` sets K directly.
+  - 'image' (Detic's ``ADD_IMAGE_BOX`` with ``IMAGE_LABEL_LOSS: image``): the label as a
+    whole-image box. YOLO has no RoI pooling of an arbitrary box, so the whole-image box is
+    taught where darknet would assign a truth (0.5, 0.5, 1, 1): the centre cell and the anchor
+    whose shape best matches the full image. The chosen prediction does not depend on the
+    model's outputs.
+
+  ``cls_loss_weight`` multiplies the class loss of classification images only (Detic's
+  ``IMAGE_LOSS_WEIGHT``, 0.1 there; 1 is darknet, which has no separate weight).
 
 Normalization: every part is summed over the batch and divided by the number of images B,
 so ``total`` is the loss per image. Its gradient times B equals minus darknet's deltas, and
@@ -145,8 +163,23 @@ class RegionTargets:
     noobj_mask: Tensor  # (B * cells,) predictions penalised toward objectness 0
     is_cls: Tensor  # (B,) classification-only images
     cls_pos: Tensor  # flat index of the prediction chosen in each classification image
-    class_pos: Tensor  # flat indices that get a class loss (truths' cells, then the chosen ones)
+    cls_label: Tensor  # their image labels
+    class_pos: Tensor  # flat indices of the truths' predictions, which get a class loss
     class_label: Tensor  # their class / tree node
+
+
+CLS_SELECT_RULES = ("label", "object", "size", "image")
+# Detic's max-size candidates: WS_NUM_PROPS = 128 proposals on a 384 px image-labelled input,
+# i.e. on 12 x 12 stride-32 cells (detic/config.py defaults).
+DETIC_PROPOSALS = 128
+DETIC_GRID_CELLS = (384 // 32) ** 2
+
+
+def size_rule_topk(grid_h: int, grid_w: int, num_predictions: int, topk: int | None = None) -> int:
+    """K of the 'size' rule on a grid_h x grid_w grid: ``topk`` if given, else Detic's 128
+    proposals per 144 cells scaled to this grid; at most ``num_predictions``."""
+    k = topk if topk is not None else round(DETIC_PROPOSALS * grid_h * grid_w / DETIC_GRID_CELLS)
+    return max(1, min(k, num_predictions))
 
 
 class RegionLoss(nn.Module):
@@ -155,20 +188,30 @@ class RegionLoss(nn.Module):
     ``anchors`` (A, 2) in grid units; ``tree`` a ``yolo_core.tree.Tree`` for hierarchical
     classes (then ``num_classes`` is its number of nodes); ``variant`` 'head' (2018 code),
     'j17' (paper-era commit) or 'paper' (the paper's text); ``max_boxes`` darknet's cap of truths
-    per image.
+    per image; ``cls_select`` the rule that picks the prediction a classification image teaches,
+    ``cls_topk`` K of the 'size' rule (None: Detic's, scaled to the grid), ``cls_loss_weight``
+    the weight of classification images' class loss.
     """
 
     def __init__(self, anchors: Tensor | Sequence[Sequence[float]], num_classes: int, tree: Any = None,
                  variant: Literal["head", "j17", "paper"] = "head", thresh: float = .6, object_scale: float = 5.,
                  noobject_scale: float = 1., coord_scale: float = 1., class_scale: float = 1.,
                  warmup_images: int = 12800, rescore: bool = True, max_boxes: int = 30,
-                 cls_select: Literal["label", "object"] = "label") -> None:
+                 cls_select: Literal["label", "object", "size", "image"] = "label", cls_topk: int | None = None,
+                 cls_loss_weight: float = 1.0) -> None:
         super().__init__()
         if variant not in ("head", "j17", "paper"):
             raise ValueError(f"variant must be 'head', 'j17' or 'paper', got {variant!r}")
-        if cls_select not in ("label", "object"):
-            raise ValueError(f"cls_select must be 'label' or 'object', got {cls_select!r}")
+        if cls_select not in CLS_SELECT_RULES:
+            raise ValueError(f"cls_select must be one of {', '.join(map(repr, CLS_SELECT_RULES))}, "
+                             f"got {cls_select!r}")
+        if cls_topk is not None and cls_topk < 1:
+            raise ValueError(f"cls_topk must be None (Detic's 128 scaled to the grid) or >= 1, got {cls_topk!r}")
+        if not cls_loss_weight >= 0:
+            raise ValueError(f"cls_loss_weight must be a number >= 0, got {cls_loss_weight!r}")
         self.cls_select = cls_select
+        self.cls_topk = cls_topk
+        self.cls_loss_weight = cls_loss_weight
         if tree is not None and tree.num_nodes != num_classes:
             raise ValueError(f"num_classes ({num_classes}) must equal the tree's {tree.num_nodes} nodes")
         self.register_buffer("anchors", _anchor_tensor(anchors, torch.empty(0)).clone())
@@ -259,22 +302,40 @@ class RegionLoss(nn.Module):
         obj_target = aligned_iou_cxcywh(pred[resp], wt) if self.rescore else torch.ones_like(wt[:, 0])
         noobj_mask[pos[win]] = False
 
-        # Classification-only images: the prediction most likely to be the label.
+        # Classification-only images: the prediction the cls_select rule picks.
         cls_img = is_cls.nonzero(as_tuple=True)[0]
         cls_pos = cls_img
         if cls_img.numel():
-            if self.cls_select == "label":
-                best = self._best_for_label(v, obj, image_label)
-            else:
-                best = obj.detach().reshape(bsz, -1).argmax(-1)
+            best = self.select_for_label(v, obj, pred, image_label)
             cls_pos = cls_img * cells + best[cls_img]
         noobj_mask[cls_pos] = False
         if self.variant == "paper":
             noobj_mask &= ~is_cls.repeat_interleave(cells)
         return RegionTargets(
             responsible=resp, truth=wt, responsible_pos=pos[win], obj_target=obj_target, noobj_mask=noobj_mask,
-            is_cls=is_cls, cls_pos=cls_pos, class_pos=torch.cat([pos, cls_pos]),
-            class_label=torch.cat([labels[bi, ti], image_label[cls_img]]))
+            is_cls=is_cls, cls_pos=cls_pos, cls_label=image_label[cls_img], class_pos=pos,
+            class_label=labels[bi, ti])
+
+    @torch.no_grad()
+    def select_for_label(self, v: Tensor, obj: Tensor, pred: Tensor, image_label: Tensor) -> Tensor:
+        """For each image, the flat (anchor, row, col) index of the prediction that the
+        ``cls_select`` rule picks (see the module docstring)."""
+        bsz, num_a, _, gh, gw = v.shape
+        if self.cls_select == "label":
+            return self._best_for_label(v, obj, image_label)
+        if self.cls_select == "object":
+            return obj.reshape(bsz, -1).argmax(-1)
+        if self.cls_select == "size":
+            k = size_rule_topk(gh, gw, num_a * gh * gw, self.cls_topk)
+            top = obj.reshape(bsz, -1).topk(k, dim=1).indices
+            area = (pred[..., 2] * pred[..., 3]).reshape(bsz, -1).gather(1, top)
+            return top.gather(1, area.argmax(1, keepdim=True)).squeeze(1)
+        # 'image': where darknet's assignment puts a whole-image truth (0.5, 0.5, 1, 1).
+        anchors = self.anchors.float()
+        aw, ah = anchors[:, 0] / gw, anchors[:, 1] / gh
+        shape_iou = aw.clamp(max=1) * ah.clamp(max=1) / (1 + aw * ah - aw.clamp(max=1) * ah.clamp(max=1))
+        flat = (int(shape_iou.argmax()) * gh + gh // 2) * gw + gw // 2
+        return torch.full((bsz,), flat, dtype=torch.long, device=v.device)
 
     def _loss(self, v: Tensor, sx: Tensor, sy: Tensor, tw: Tensor, th: Tensor, obj: Tensor, t: RegionTargets,
               seen: int) -> dict[str, Tensor]:
@@ -306,6 +367,7 @@ class RegionLoss(nn.Module):
 
         noobj = .5 * self.noobject_scale * ((obj ** 2).reshape(-1) * t.noobj_mask).sum()
         cls = self._class_loss(v, t.class_pos, t.class_label)
+        cls = cls + self.cls_loss_weight * self._class_loss(v, t.cls_pos, t.cls_label)
 
         parts = {"coord": coord, "obj": obj_loss, "noobj": noobj, "cls": cls, "prior": prior}
         parts = {k: p / bsz for k, p in parts.items()}

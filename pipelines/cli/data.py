@@ -52,7 +52,7 @@ def _sources(cfg):
         from pipelines.sample_data import generate
 
         generate(Layout.of(cfg).sample, seed=cfg.sample_data.seed, scale=cfg.sample_data.scale,
-                 storage_options=cfg.storage.options)
+                 storage_options=cfg.storage.options, world_name=cfg.sample_data.world)
         point_config_at_sample_data(cfg)
     sources = sources_from_config(cfg)
     if not sources:

@@ -13,6 +13,7 @@ from pipelines.config import SampleDataConfig
 
 # The scales `sample_data.scale` accepts, so the command and the config agree.
 SAMPLE_SCALES = typing.get_args(typing.get_type_hints(SampleDataConfig)["scale"])
+SAMPLE_WORLDS = typing.get_args(typing.get_type_hints(SampleDataConfig)["world"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,13 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write small synthetic datasets in the real on-disk formats: a COCO-style detection set "
         "(coarse classes), an ImageNet-style classification set (fine classes below them, plus unrelated "
         "ones) and an ImageNet-DET-style validation set boxing seen (coarse) and unseen (fine) classes. "
-        "Deterministic for a seed.",
+        "Two independent worlds share the formats: 'zoo' (cars, buses, birds, dogs, elephants, bears and "
+        "their breeds, species and models) and 'depot' (trucks, boats, ties, sports balls, bottles, chairs "
+        "and their kinds, with other shapes, object sizes and scenes). Deterministic for a seed.",
     )
     p.add_argument("--out", required=True, help="output directory or URI (local path, s3://, ...)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes). Default: 0")
     p.add_argument("--scale", choices=SAMPLE_SCALES, default="small",
                    help="tiny: a handful of images (pipeline tests); small: seconds, the demo; medium: about 5x. "
                    "Default: small")
+    p.add_argument("--world", choices=SAMPLE_WORLDS, default="zoo",
+                   help="which generated world (the config's sample_data.world). Default: zoo")
     p.set_defaults(func=cmd_sample_data)
 
     run.register(sub)  # listed after sample-data
@@ -78,6 +83,6 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.sample_data import generate
 
-    summary = generate(storage.normalize(args.out), seed=args.seed, scale=args.scale)
+    summary = generate(storage.normalize(args.out), seed=args.seed, scale=args.scale, world_name=args.world)
     print(summary)
     return 0

@@ -393,6 +393,37 @@ def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
+def sibling_accuracy(gt: GroundTruth, preds: Predictions, groups: Sequence[Sequence[int]],
+                     iou_thr: float = 0.5) -> dict[str, Any]:
+    """Given a found box, is the fine class named right among its siblings?
+
+    ``groups``: sets of class indices that are siblings (e.g. the fine classes below one coarse
+    class). For every ground-truth box of a class in a group, the highest-scored prediction of
+    any class of that group with IoU >= ``iou_thr``: the box is *found* when there is one, and
+    named *right* when its class is the box's. Separates "where" (found / boxes) from "which"
+    (right / found), which mAP mixes. Rows implied by ancestors are skipped (not in a group).
+    ``per_class`` holds the same counts by class index."""
+    group_of = {c: g for g, members in enumerate(groups) for c in members}
+    per_class: dict[int, dict[str, int]] = {}
+    for m in range(len(gt.boxes)):
+        c = int(gt.box_class[m])
+        if c not in group_of:
+            continue
+        counts = per_class.setdefault(c, {"boxes": 0, "found": 0, "right": 0})
+        counts["boxes"] += 1
+        members = list(groups[group_of[c]])
+        cand = np.nonzero((preds.box_image == gt.box_image[m]) & np.isin(preds.box_class, members))[0]
+        if len(cand):
+            cand = cand[_iou_one(gt.boxes[m], preds.boxes[cand]) >= iou_thr]
+        if len(cand):
+            counts["found"] += 1
+            counts["right"] += int(preds.box_class[cand[np.argmax(preds.scores[cand])]] == c)
+    boxes, found, right = (sum(v[k] for v in per_class.values()) for k in ("boxes", "found", "right"))
+    return {"boxes": boxes, "found": found, "right": right,
+            "found_rate": found / boxes if boxes else float("nan"),
+            "sibling_accuracy": right / found if found else float("nan"), "per_class": per_class}
+
+
 # --------------------------------------------------------------------------------------------
 # Summaries and the per-class table
 # --------------------------------------------------------------------------------------------

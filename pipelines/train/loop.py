@@ -180,7 +180,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         flat_of_node = flat_label_map(config["tree"]["parents"], config["flat_classes"]).to(device)
     elif t.mode != "classify":
         loss_fn = RegionLoss(core.anchors.detach().cpu(), core.num_classes, tree=tree_dev,
-                             variant=t.loss_variant, cls_select=t.cls_select).to(device)
+                             variant=t.loss_variant, cls_select=t.cls_select, cls_topk=t.cls_topk,
+                             cls_loss_weight=t.cls_loss_weight).to(device)
 
     # Tracking on rank 0: the same run before and after a resume.
     tracker = Tracker(config.get("tracking_uri"), run_id, rank == 0)

@@ -50,6 +50,10 @@ def test_int_accepted_for_float_but_not_bool_for_int():
         ("train.steps=[abc]", r"'train.steps\[0\]': got 'abc', expected an integer"),
         ("train=3", r"'train': got 3, expected a mapping"),
         ("train.batch_size", r"expected KEY=VALUE"),
+        ("sample_data.world=mars", r"'sample_data.world': got 'mars', expected one of 'zoo', 'depot'"),
+        ("train.cls_select=box", r"'train.cls_select': got 'box', expected one of 'label', 'object', 'size', 'image'"),
+        ("train.cls_topk=0", r"'train.cls_topk': got 0, expected an integer >= 1 or null"),
+        ("train.cls_loss_weight=-0.1", r"'train.cls_loss_weight': got -0.1, expected a number >= 0"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(override, message):

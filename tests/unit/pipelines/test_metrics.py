@@ -211,3 +211,22 @@ def test_ancestor_classes_follow_the_tree_and_real_det200_has_none():
     det = [r[0] for r in rows if r[0] in set(t9k.wnids)]
     assert len(det) >= 190
     assert ancestor_classes(t9k, det) == {}
+
+
+def test_sibling_accuracy_counts_found_boxes_and_right_names_among_siblings():
+    """Classes 0, 1 are siblings (say two breeds), 2 is their parent (implied rows), 3 unrelated."""
+    gt = M.GroundTruth(["a", "b"], ["x", "y", "parent", "z"], ["x", "y", "parent", "z"],
+                       boxes=np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 10, 10.]]),
+                       box_image=np.array([0, 0, 0, 1]), box_class=np.array([0, 2, 1, 0]))
+    preds = M.Predictions(
+        boxes=np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 40, 40], [20, 20, 40, 40], [0, 0, 10, 10],
+                        [30, 30, 40, 40.]]),
+        scores=np.array([.3, .6, .2, .9, .99, .8]),
+        box_image=np.array([0, 0, 0, 0, 1, 0]), box_class=np.array([0, 1, 1, 3, 3, 0]))
+    r = M.sibling_accuracy(gt, preds, [[0, 1]])
+    # Box 0 (class 0): found, but sibling 1 scores higher there (.6 > .3): wrong. Box 2 (class 1):
+    # found, the unrelated .9 does not count: right. Image b's box: only an unrelated class: not found.
+    assert r == {"boxes": 3, "found": 2, "right": 1, "found_rate": 2 / 3, "sibling_accuracy": 0.5,
+                 "per_class": {0: {"boxes": 2, "found": 1, "right": 0}, 1: {"boxes": 1, "found": 1, "right": 1}}}
+    # At IoU .95 the sibling's (1, 1, 10, 10) box (IoU .81) no longer competes: box 0 is named right.
+    assert M.sibling_accuracy(gt, preds, [[0, 1]], iou_thr=0.95)["right"] == 2

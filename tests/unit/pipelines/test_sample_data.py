@@ -388,3 +388,107 @@ def test_contact_sheet_draws_every_set(tmp_path):
         arr = np.asarray(sheet.convert("L"))
         for r in range(3):
             assert arr[r * 114: r * 114 + 100].std() > 10
+
+
+# ---- the second world ('depot'): independent classes and looks, same formats -----------------
+
+
+def test_depot_is_built_from_other_real_classes_and_hierarchy(wn):
+    """Real COCO categories the ingest maps to their synsets, ILSVRC-2012 hyponyms under them
+    (or unrelated ones), DET-200 classes among the unseen, nothing shared with the zoo world."""
+    from wordtree_build.labelmaps import coco_wnid, load_det200
+    from wordtree_build.wordnet import wnid_to_synset
+
+    depot, zoo = sd.world("depot"), sd.world("zoo")
+    real = {}
+    for line in shared_path("coco_mini", "coco_categories.tsv").read_text().splitlines()[1:]:
+        cid, name, supercat = line.split("\t")[:3]
+        real[int(cid)] = (name, supercat)
+    ilsvrc = dict(line.split(" ", 1) for line in shared_path("imagenet", "LOC_synset_mapping.txt").read_text().splitlines())
+    for c in depot.coarse:
+        assert real[c.coco_id] == (c.name, c.supercategory) and coco_wnid(c.name) == c.wnid, c
+    coarse = {c.name: wnid_to_synset(wn, c.wnid) for c in depot.coarse}
+    for f in depot.fine:
+        assert ilsvrc[f.wnid].split(",")[0].strip() == f.name, f
+        above = {n for n, cs in coarse.items() if cs in wnid_to_synset(wn, f.wnid).closure(lambda x: x.hypernyms())}
+        assert above == ({f.coarse} if f.coarse else set()), (f, above)
+    det200 = {w for w, _, _ in load_det200()}
+    assert len({f.wnid for f in depot.fine} & det200) >= 10  # e.g. wine bottle, golf ball, bow tie, ladybug
+    wnids = lambda w: {c.wnid for c in w.coarse} | {f.wnid for f in w.fine}  # noqa: E731
+    assert not wnids(depot) & wnids(zoo)
+    shapes = lambda w: {c.shape for c in w.coarse} | {f.shape for f in w.fine if f.shape}  # noqa: E731
+    assert not shapes(depot) & shapes(zoo)
+    looks = [sd._fine_look(f) for f in depot.fine if f.coarse] + [(f.shape, *sd._fine_look(f)) for f in depot.fine
+                                                                     if not f.coarse]
+    assert len(set(looks)) == len(looks)
+
+
+@pytest.fixture(scope="module")
+def depot_tiny(tmp_path_factory) -> tuple[Path, sd.SampleSummary]:
+    root = tmp_path_factory.mktemp("depot") / "d"
+    return root, generate(str(root), seed=5, scale="tiny", world_name="depot")
+
+
+def test_depot_writes_the_same_formats_deterministically(depot_tiny, tmp_path):
+    root, s = depot_tiny
+    assert (s.world, s.coco_categories, s.imagenet_classes, s.det_seen, s.det_unseen) == ("depot", 6, 21, 6, 21)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(root / "coco" / "annotations" / "instances_train.json"))
+    assert {c["name"] for c in gt.dataset["categories"]} == {c.name for c in sd.DEPOT_COARSE}
+    assert len(gt.dataset["annotations"]) == s.coco_train_boxes
+    assert sorted(p.name for p in (root / "imagenet" / "train").iterdir()) == sorted(f.wnid for f in sd.DEPOT_FINE)
+    names = {o.findtext("name") for x in (root / "imagenet_det" / "Annotations" / "DET" / "val").glob("*.xml")
+             for o in ET.parse(x).getroot().iter("object")}
+    assert names <= {w for w, *_ in det_classes(sd.DEPOT)}
+    again = generate(str(tmp_path / "again"), seed=5, scale="tiny", world_name="depot")
+    same = {"out_uri": s.out_uri, "seconds": s.seconds}
+    assert _files(tmp_path / "again") == _files(root) and again.to_dict() | same == s.to_dict()
+    zoo = generate(str(tmp_path / "zoo"), seed=5, scale="tiny")
+    assert not set(_image_files(root).values()) & set(_image_files(tmp_path / "zoo").values())
+    # The same directory switched to the other world is replaced, not reused.
+    switched = generate(str(tmp_path / "again"), seed=5, scale="tiny")
+    assert not switched.reused and _files(tmp_path / "again") == _files(tmp_path / "zoo") and zoo.world == "zoo"
+
+
+def test_depot_objects_are_smaller_and_more_numerous_than_the_zoos(depot_tiny, tmp_path):
+    """Measured on the written COCO-style boxes, not read from the world's settings."""
+    def stats(root: Path) -> tuple[float, float]:
+        doc = json.loads((root / "coco" / "annotations" / "instances_train.json").read_text())
+        size = {im["id"]: min(im["width"], im["height"]) for im in doc["images"]}
+        sides = [max(a["bbox"][2], a["bbox"][3]) / size[a["image_id"]] for a in doc["annotations"]]
+        return float(np.median(sides)), len(doc["annotations"]) / len(doc["images"])
+
+    generate(str(tmp_path / "zoo"), seed=5, scale="tiny")
+    (d_side, d_count), (z_side, z_count) = stats(depot_tiny[0]), stats(tmp_path / "zoo")
+    assert d_side < z_side and d_count > z_count
+
+
+def test_unknown_world_is_refused(tmp_path):
+    with pytest.raises(SampleDataError, match=r"unknown world 'mars'; choose one of zoo, depot"):
+        generate(str(tmp_path / "x"), seed=0, scale="tiny", world_name="mars")
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_and_cli_offer_exactly_the_generators_worlds():
+    from pipelines.cli.general import SAMPLE_WORLDS
+
+    assert SAMPLE_WORLDS == tuple(sd.WORLDS)
+
+
+def test_wordtree_stage_picks_up_the_depot_labels(depot_tiny, tmp_path):
+    """The wordtree stage, on the depot world's files, finds its coarse, fine and DET classes
+    and splits the DET classes into the world's seen / unseen ground truth."""
+    from pipelines.config import load_config
+    from pipelines.layout import SAMPLE_DATA
+    from pipelines.stages.ingest import sources_from_config
+    from pipelines.stages.wordtree import load_det_classes, run_wordtree
+
+    root, s = depot_tiny
+    cfg = load_config("demo", [f"storage.root={tmp_path}"])
+    for key, rel in SAMPLE_DATA.items():
+        setattr(cfg.data, key, str(root / rel))
+    result = run_wordtree(cfg, sources_from_config(cfg), str(tmp_path / "wordtree"))
+    truth = dict(line.split("\t") for line in (root / "imagenet_det" / "seen_unseen.tsv").read_text().splitlines())
+    got = {r["wnid"]: r["split"] for r in load_det_classes(str(tmp_path / "wordtree"))}
+    assert got == truth and (result.seen, result.unseen) == (s.det_seen, s.det_unseen)
+    assert result.labels >= len(sd.DEPOT_COARSE) + len(sd.DEPOT_FINE)

@@ -239,24 +239,77 @@ def test_paper_variant_gives_classification_images_no_noobject_term() -> None:
     assert torch.equal(g_paper[1], g_j17[1])  # the detection image is unaffected
 
 
-def test_cls_select_object_puts_the_class_loss_at_the_most_object_like_prediction() -> None:
-    """'label' (darknet) picks the highest obj x P(label); 'object' picks the highest obj, so a
-    prediction that merely favours the label somewhere in the background is not the one taught."""
+def selection_scene() -> torch.Tensor:
+    """One classification image where each rule has a different answer (anchors in grid units:
+    a0 = 1 x 1.5, a1 = 3 x 2 on the 4 x 4 grid; every other prediction obj .12, anchor-sized)."""
     raw = torch.zeros(1, A * (5 + C), H, W)
     v = view(raw)
     v[0, :, 4] = -2.0
-    v[0, 0, 4, 1, 1] = 2.0  # the most object-like prediction: obj .88, P(label 1) = 1/3
+    v[0, 0, 4, 1, 1] = 2.0  # the most object-like: obj .88, a small box, P(label 1) = 1/3
+    v[0, 0, 2:4, 1, 1] = -1.0
     v[0, 1, 4, 3, 0] = 0.5  # obj .62, but P(label 1) ~ 1: the best obj x P(label)
     v[0, 1, 5:, 3, 0] = torch.tensor([0.0, 9.0, 0.0])
-    targets = {"boxes": torch.zeros(1, 1, 4), "labels": torch.tensor([[-1]]), "image_label": torch.tensor([1])}
-    taught = {}
-    for select in ("label", "object"):
-        r = raw.clone().requires_grad_(True)
-        RegionLoss(ANCHORS, C, variant="paper", cls_select=select)(r, targets, seen=0)["total"].backward()
-        taught[select] = (view(r.grad)[0, :, 5:].abs().sum(1) != 0).nonzero().tolist()
-    assert taught == {"label": [[1, 3, 0]], "object": [[0, 1, 1]]}
-    with pytest.raises(ValueError, match="cls_select must be 'label' or 'object'"):
+    v[0, 1, 4, 0, 3] = 1.0  # obj .73, the largest box among the 3 most object-like
+    v[0, 1, 2:4, 0, 3] = 1.0
+    v[0, 1, 2:4, 3, 3] = 2.0  # the largest box of all, but obj .12
+    return raw
+
+
+CLS_TARGETS = {"boxes": torch.zeros(1, 1, 4), "labels": torch.tensor([[-1]]), "image_label": torch.tensor([1])}
+
+
+@pytest.mark.parametrize("variant", ["head", "paper"])
+@pytest.mark.parametrize("select, topk, chosen", [
+    ("label", None, [1, 3, 0]),  # YOLO9000 / darknet: highest obj x P(label)
+    ("object", None, [0, 1, 1]),  # highest objectness
+    ("size", 3, [1, 0, 3]),  # Detic max-size: largest box among the 3 most object-like
+    ("size", A * H * W, [1, 3, 3]),  # K = every prediction: the largest box outright
+    ("image", None, [1, 2, 2]),  # whole-image box: centre cell (2, 2), a1 (closer to 1 x 1)
+])
+def test_each_cls_select_rule_teaches_only_the_prediction_it_names(select, topk, chosen, variant) -> None:
+    """The class loss of a classification image reaches one prediction, the rule's; with the
+    paper's loss nothing else gets any gradient (with 'head' the others get only no-object)."""
+    r = selection_scene().requires_grad_(True)
+    loss = RegionLoss(ANCHORS, C, variant=variant, cls_select=select, cls_topk=topk)
+    loss(r, CLS_TARGETS, seen=0)["total"].backward()
+    g = view(r.grad)[0]
+    assert (g[:, 5:].abs().sum(1) != 0).nonzero().tolist() == [chosen]
+    assert g[chosen[0], 5 + 1, chosen[1], chosen[2]] < 0  # toward the label
+    if variant == "paper":
+        assert (g.abs().sum(1) != 0).nonzero().tolist() == [chosen]
+    else:  # no-object at every other prediction, no box terms anywhere
+        no_object = (g[:, 4] > 0).nonzero().tolist()
+        assert len(no_object) == A * H * W - 1 and chosen not in no_object
+        assert (g[:, :4] == 0).all()
+
+
+def test_size_rule_k_is_detics_128_proposals_scaled_to_the_grid() -> None:
+    from yolo_core.region import size_rule_topk
+
+    # 128 proposals per 12 x 12 cells (Detic's 384 px image-labelled input at stride 32).
+    assert size_rule_topk(12, 12, 720) == 128
+    assert [size_rule_topk(g, g, 5 * g * g) for g in (13, 10, 19, 6)] == [150, 89, 321, 32]
+    assert size_rule_topk(4, 4, 32) == 14 and size_rule_topk(4, 4, 32, topk=100) == 32
+    assert size_rule_topk(13, 13, 845, topk=7) == 7
+
+
+def test_cls_loss_weight_scales_only_the_classification_images_class_loss() -> None:
+    """Detic's IMAGE_LOSS_WEIGHT: a detection image's class loss keeps weight 1."""
+    raw = torch.randn(2, A * (5 + C), H, W, generator=torch.Generator().manual_seed(3))
+    targets = make_targets([t for t in TRUTHS if t[0] == 0], bsz=2, image_label=[-1, 2])
+    cls = {w: RegionLoss(ANCHORS, C, cls_select="object", cls_loss_weight=w)(raw, targets, seen=0)["cls"].item()
+           for w in (0.0, 0.1, 1.0)}
+    assert cls[0.0] > 0 and cls[1.0] > cls[0.0]  # both images contribute
+    assert cls[0.1] == pytest.approx(cls[0.0] + 0.1 * (cls[1.0] - cls[0.0]), rel=1e-5)
+
+
+def test_bad_selection_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="cls_select must be one of 'label', 'object', 'size', 'image', got 'box'"):
         RegionLoss(ANCHORS, C, cls_select="box")
+    with pytest.raises(ValueError, match="cls_topk must be None"):
+        RegionLoss(ANCHORS, C, cls_select="size", cls_topk=0)
+    with pytest.raises(ValueError, match="cls_loss_weight must be a number >= 0"):
+        RegionLoss(ANCHORS, C, cls_loss_weight=-1.0)
 
 
 def test_unknown_loss_variant_is_refused() -> None:
