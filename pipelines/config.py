@@ -23,7 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from pipelines import redaction as secrets
+from pipelines import redaction
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -333,14 +333,14 @@ class Config:
 
     def __post_init__(self) -> None:
         # Every literal secret in the config (options, URIs) is redacted from any later message.
-        secrets.remember(self.to_dict())
+        redaction.remember(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_safe_dict(self) -> dict[str, Any]:
         """The config with every secret redacted: what logs and MLflow receive."""
-        return secrets.redact(self.to_dict())
+        return redaction.redact(self.to_dict())
 
     def flat(self) -> dict[str, Any]:
         """`section.key` -> value, redacted: MLflow params."""

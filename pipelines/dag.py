@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines import manifest, secrets
+from pipelines import manifest, redaction
 from pipelines.errors import PipelineError
 
 log = logging.getLogger("y9k.dag")
@@ -104,7 +104,7 @@ def run_stages(stages: Sequence[Stage], ctx: Any, *, dry_run: bool = False, forc
             summary = stage.run(ctx) or {}
         except Exception as e:
             seconds = time.perf_counter() - t0
-            why = secrets.describe(e)  # one redacted line: Ray and botocore errors may carry a URI
+            why = redaction.describe(e)  # one redacted line: Ray and botocore errors may carry a URI
             outcomes.append(StageOutcome(stage.name, "failed", seconds, reason=why))
             raise StageFailed(f"stage {stage.name} failed after {seconds:.1f}s: {why}") from e
         seconds = time.perf_counter() - t0

@@ -33,12 +33,12 @@ def report_failure(prog: str, what: str, e: BaseException, debug: bool = False) 
     Exceptions from libraries may carry a URI with credentials (botocore repeats the bucket
     name s3fs parsed out of ``s3://KEY:SECRET@bucket``): everything shown is redacted.
     """
-    from pipelines import redaction as secrets
+    from pipelines import redaction
 
     hint = ""
     if debug_enabled(debug):
-        print(secrets.redacted_traceback(e), file=sys.stderr, end="")
+        print(redaction.redacted_traceback(e), file=sys.stderr, end="")
     elif not getattr(type(e), "user_facing", False):
         hint = f" (traceback: --debug or {DEBUG_ENV}=1)"
-    print(f"{prog}: {what}: {secrets.describe(e)}{hint}", file=sys.stderr)
+    print(f"{prog}: {what}: {redaction.describe(e)}{hint}", file=sys.stderr)
     return 1

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines import redaction as secrets
-from pipelines import storage
+from pipelines import redaction, storage
 
 MANIFEST_NAME = "manifest.json"
 
@@ -120,4 +119,4 @@ def is_complete(
 
 def commit(out_uri: str, manifest: Manifest, storage_options: Mapping[str, Any] | None = None) -> None:
     """Write the manifest last: from this moment the stage output is visible."""
-    storage.write_json(manifest_uri(out_uri), secrets.redact(manifest.to_dict()), storage_options)
+    storage.write_json(manifest_uri(out_uri), redaction.redact(manifest.to_dict()), storage_options)

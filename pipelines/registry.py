@@ -43,8 +43,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pipelines import redaction as secrets
-from pipelines import storage
+from pipelines import redaction, storage
 from pipelines.errors import PipelineError
 
 CANDIDATE = "candidate"
@@ -280,8 +279,8 @@ def _mlflow_errors(tracking_uri: str | None, not_found: str) -> Iterator[None]:
         _raise_if_refused(e)
         if _is_not_found(e):
             raise RegistryError(not_found) from None
-        where = secrets.redact(tracking_uri or mlflow.get_tracking_uri())
-        raise RegistryError(f"MLflow tracking server {where} failed ({e.error_code}): {secrets.describe(e)}") from None
+        where = redaction.redact(tracking_uri or mlflow.get_tracking_uri())
+        raise RegistryError(f"MLflow tracking server {where} failed ({e.error_code}): {redaction.describe(e)}") from None
 
 
 def provenance_tags(*, fingerprints: Mapping[str, str] | None = None, tree_hash: str | None = None,
@@ -327,8 +326,8 @@ def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], desc
                 raise
         client.create_registered_model(name, description="YOLO9000 detectors (pyfunc: images in, detections out)")
     with _registry_uri(tracking_uri):
-        mv = mlflow.register_model(model_uri, name, tags=secrets.redact(dict(tags)))
-    client.update_model_version(name, mv.version, description=secrets.redact(description))
+        mv = mlflow.register_model(model_uri, name, tags=redaction.redact(dict(tags)))
+    client.update_model_version(name, mv.version, description=redaction.redact(description))
     client.set_registered_model_alias(name, CANDIDATE, mv.version)
     return client.get_model_version(name, mv.version)
 
@@ -495,7 +494,7 @@ def load_pyfunc(uri: str, backend: str = "auto", precision: str = "auto") -> Yol
     try:
         pf = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except Exception as e:  # noqa: BLE001 - a model folder is untrusted input: bad MLmodel, pickle, weights, JSON
-        raise RegistryError(f"cannot load model {storage.redact_uri(uri)!r}: {secrets.describe(e)}") from None
+        raise RegistryError(f"cannot load model {storage.redact_uri(uri)!r}: {redaction.describe(e)}") from None
     if (backend, precision) != ("auto", "auto"):
         pf.detector.set_backend(backend, precision, pf.onnx_file)
     return pf

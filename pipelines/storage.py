@@ -20,13 +20,13 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from pipelines import redaction as secrets
+from pipelines import redaction
 
 # One redaction for the whole project (pipelines/redaction.py); these names are kept for callers.
-redact_uri = secrets.redact
-redact_options = secrets.redact
-is_secret_option = secrets.is_secret_name
-REDACTED = secrets.REDACTED
+redact_uri = redaction.redact
+redact_options = redaction.redact
+is_secret_option = redaction.is_secret_name
+REDACTED = redaction.REDACTED
 
 
 def is_remote(uri: str) -> bool:

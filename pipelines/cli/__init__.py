@@ -49,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines import redaction as secrets
+    from pipelines import redaction
 
     argv = sys.argv[1:] if argv is None else argv
-    secrets.remember(list(argv))  # a secret given on the command line is never printed back
+    redaction.remember(list(argv))  # a secret given on the command line is never printed back
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except ConfigError as e:
-        print(f"y9k: config error: {secrets.redact(str(e))}", file=sys.stderr)
+        print(f"y9k: config error: {redaction.redact(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("y9k: interrupted", file=sys.stderr)

@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from pipelines import dag, job, secrets, storage
+    from pipelines import dag, job, redaction, storage
     from pipelines.layout import point_config_at_sample_data, uses_sample_data
 
     cfg = load_cli_config(args)
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         stages = dag.select(job.build_stages(), args.only, args.start)
     except Exception as e:
-        print(f"y9k run: {secrets.describe(e)}", file=sys.stderr)
+        print(f"y9k run: {redaction.describe(e)}", file=sys.stderr)
         return 2
     log.info("pipeline: %s (storage %s)", " -> ".join(s.name for s in stages), storage.redact_uri(ctx.root))
     if not args.dry_run:
@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcomes = dag.run_stages(stages, ctx, dry_run=args.dry_run, force=args.force,
                                   storage_options=cfg.storage.options)
     except dag.StageFailed as e:
-        print(f"\ny9k run: FAILED: {secrets.redact(str(e))}", file=sys.stderr)
+        print(f"\ny9k run: FAILED: {redaction.redact(str(e))}", file=sys.stderr)
         return 1
     print("\n" + dag.format_report(outcomes))
     if args.dry_run:

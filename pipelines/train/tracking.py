@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines import redaction as secrets
+from pipelines import redaction
 
 
 def create_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
@@ -25,7 +25,7 @@ def create_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    return client.create_run(exp_id, run_name=run_name, tags=secrets.redact(dict(tags))).info.run_id
+    return client.create_run(exp_id, run_name=run_name, tags=redaction.redact(dict(tags))).info.run_id
 
 
 def system_tags(world_size: int, device: str) -> dict[str, str]:
@@ -58,7 +58,7 @@ class Tracker:
             return
         from mlflow.entities import Param
 
-        items = [Param(k, secrets.redact(str(v))[:6000]) for k, v in params.items()]
+        items = [Param(k, redaction.redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's per-request param limit
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
@@ -67,7 +67,7 @@ class Tracker:
             return
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, secrets.redact(str(v))) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, redaction.redact(str(v))) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         if not self.enabled:
@@ -80,11 +80,11 @@ class Tracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.enabled:
-            self.client.log_text(self.run_id, secrets.redact(text), artifact_file)
+            self.client.log_text(self.run_id, redaction.redact(text), artifact_file)
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         if self.enabled:
-            self.client.log_dict(self.run_id, secrets.redact(obj), artifact_file)
+            self.client.log_dict(self.run_id, redaction.redact(obj), artifact_file)
 
     def log_image(self, image: Any, artifact_file: str) -> None:
         if self.enabled:

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines import manifest
-from pipelines import redaction as secrets
+from pipelines import manifest, redaction
 from pipelines.cli import main
 from pipelines.config import config_from_dict, load_config
 from pipelines.logs import RedactingFormatter
@@ -26,7 +25,7 @@ from pipelines.logs import RedactingFormatter
 
 @pytest.fixture
 def patterns_only(monkeypatch):
-    monkeypatch.setattr(secrets, "_known", set())
+    monkeypatch.setattr(redaction, "_known", set())
 
 
 @pytest.mark.parametrize("text,secret", [
@@ -48,14 +47,14 @@ def patterns_only(monkeypatch):
     ("https://user:tok3n@mlflow.example.com", "tok3n"),
 ])
 def test_patterns_redact_every_form(patterns_only, text, secret):
-    out = secrets.redact(text)
-    assert secret not in out and secrets.REDACTED in out
+    out = redaction.redact(text)
+    assert secret not in out and redaction.REDACTED in out
 
 
 @pytest.mark.parametrize("text", ["s3://bucket/images/x.jpg", "KeyError: 'images'", "train.batch_size=32",
                                   "http://127.0.0.1:5000", "ingest coco-val: 3 rejects: {'box outside image': 3}"])
 def test_ordinary_text_is_left_alone(patterns_only, text):
-    assert secrets.redact(text) == text
+    assert redaction.redact(text) == text
 
 
 def test_options_redacted_by_name_nested_and_in_lists():
@@ -63,7 +62,7 @@ def test_options_redacted_by_name_nested_and_in_lists():
             "account_key": "A", "anon": False, "endpoint_url": "http://minio:9000", "region_name": "eu",
             "client_kwargs": {"headers": {"Authorization": "Bearer X"}, "endpoint_url": "http://u:pw0rd@h"},
             "credentials": {"id": "I", "value": "V"}, "list": [{"password": "L"}]}
-    out = secrets.redact(opts)
+    out = redaction.redact(opts)
     assert out["anon"] is False and out["endpoint_url"] == "http://minio:9000" and out["region_name"] == "eu"
     assert "pw0rd" not in str(out)
     for v in ("'K'", "'S'", "'T'", "'P'", "'C'", "'Q'", "'A'", "Bearer X", "'I'", "'V'", "'L'"):
@@ -71,9 +70,9 @@ def test_options_redacted_by_name_nested_and_in_lists():
 
 
 def test_remembered_literals_catch_what_no_pattern_foresees(monkeypatch):
-    monkeypatch.setattr(secrets, "_known", set())
-    secrets.remember({"storage": {"options": {"secret": "Zq8x/Plain+Secret"}}})
-    out = secrets.redact("botocore says Plain+Secret, Zq8x and Zq8x%2FPlain%2BSecret")
+    monkeypatch.setattr(redaction, "_known", set())
+    redaction.remember({"storage": {"options": {"secret": "Zq8x/Plain+Secret"}}})
+    out = redaction.redact("botocore says Plain+Secret, Zq8x and Zq8x%2FPlain%2BSecret")
     assert "Plain+Secret" not in out and "Zq8x" not in out and "%2FPlain" not in out
 
 
@@ -107,9 +106,9 @@ def _places(key_id: str, secret: str, token: str) -> list[tuple[str, dict]]:
 @given(key_id=url_safe, secret=secret_text, token=url_safe)
 def test_property_generated_secrets_never_reach_config_params_logs_or_manifests(tmp_path_factory, key_id, secret, token):
     for what, data in _places(key_id, secret, token):
-        secrets._known.clear()  # the patterns alone must hold; remember() is a second layer
+        redaction._known.clear()  # the patterns alone must hold; remember() is a second layer
         cfg = config_from_dict(data)
-        secrets._known.clear()
+        redaction._known.clear()
         shown = [cfg.to_yaml(), json.dumps(cfg.flat(), default=str), json.dumps(cfg.to_safe_dict(), default=str)]
         record = logging.LogRecord("y9k", logging.INFO, __file__, 1, "using %s with %s", (cfg.storage.root,
                                    cfg.storage.options), None)
@@ -162,7 +161,7 @@ def test_mlflow_params_tags_and_texts_are_redacted(tmp_path, monkeypatch):
     key_id, secret = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMIK7MDENGbPxRfiCY"
     cfg = load_config("demo", [f"model.init_weights=s3://{key_id}:{secret}@bucket/w.weights",
                                f"storage.options.secret={secret}", f"storage.root=s3://bucket/y9k?token={secret}"])
-    monkeypatch.setattr(secrets, "_known", set())  # the patterns alone
+    monkeypatch.setattr(redaction, "_known", set())  # the patterns alone
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = create_run(uri, "e", "r", {"source": cfg.model.init_weights})
     tracker = Tracker(uri, run_id, True)
