@@ -66,9 +66,24 @@ class NotRegularFileError(OSError):
     """A local path that is a FIFO, a socket, a device or a folder: never opened (a FIFO blocks)."""
 
 
-def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+def _local_path(uri: str) -> str | None:
     local = uri[len("file://"):] if uri.startswith("file://") else uri
-    if "://" not in local and "::" not in local:  # a plain local path: skip fsspec's per-call resolution
+    return local if "://" not in local and "::" not in local else None
+
+
+def is_irregular_local_file(uri: str) -> bool:
+    """A local path that exists and is not a regular file (FIFO, socket, device, folder): never to be
+    opened, since opening a FIFO waits for a writer for ever."""
+    local = _local_path(uri)
+    try:
+        return local is not None and not stat.S_ISREG(os.stat(local).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    local = _local_path(uri)
+    if local is not None:  # a plain local path: skip fsspec's per-call resolution
         # stat before open: opening a FIFO waits for a writer for ever.
         if not stat.S_ISREG(os.stat(local).st_mode):
             raise NotRegularFileError(f"{local}: not a regular file")

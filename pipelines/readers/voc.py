@@ -32,6 +32,7 @@ from pipelines.readers import (
     MISSING,
     MISSING_ANNOTATION,
     NON_POSITIVE,
+    NOT_REGULAR,
     OBJECT,
     UNMAPPED,
     LabelMapper,
@@ -106,6 +107,11 @@ def read_voc(source: Source, mapper: LabelMapper, unmapped: str = "reject",
         res.images_in += 1
         res.rejects.append(reject(source.image_list or "", stem, "annotation", MISSING_ANNOTATION,
                                   f"{stem}.xml not found in {storage.redact_uri(source.annotations)}"))
+    for uri in [u for u in xml_files if storage.is_irregular_local_file(u)]:  # a FIFO would block the read
+        res.images_in += 1
+        res.rejects.append(reject(uri, uri.rsplit("/", 1)[-1][:-4], "file", NOT_REGULAR,
+                                  "a FIFO, socket, device or folder: not opened"))
+    xml_files = [u for u in xml_files if not storage.is_irregular_local_file(u)]
     fs, _ = storage.filesystem(source.annotations or "", storage_options)
     seen: set[str] = set()
     for start in range(0, len(xml_files), _BATCH):

@@ -272,6 +272,14 @@ def test_fifo_in_a_class_folder_is_rejected_without_opening_it(tmp_path, mapper,
     assert row is None and [(r["field"], r["reason"]) for r in rejects] == [("file", "not a regular file")]
 
 
+def test_fifo_among_the_xml_files_is_rejected_without_opening_it(tmp_path, mapper, alarm):
+    src = _det(tmp_path, {"a": _xml("a")})
+    os.mkfifo(tmp_path / "Annotations" / "x.xml")
+    res = read_voc(src, mapper)
+    assert _rows(res) == [("x", "file", "not a regular file")]
+    assert res.images_in == 2 and len(res.records) == 1
+
+
 # ---- finding 11: config -----------------------------------------------------------------------
 
 
