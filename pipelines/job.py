@@ -301,8 +301,7 @@ def _register(ctx: JobContext) -> dict:
 
         rows = load_det_classes(ctx.layout.wordtree, ctx.opts)
         wnids, names, parents = [r["wnid"] for r in rows], [r["name"] for r in rows], None
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=train["run_id"]):
+    with registry.using_tracking_uri(uri), mlflow.start_run(run_id=train["run_id"]):
         info = registry.log_pyfunc(trained_model(ctx), wnids=wnids, names=names, parents=parents,
                                    config_yaml=cfg.to_yaml(), input_size=cfg.eval.input_size)
     fingerprints = {s: manifest.read_manifest(ctx.record(s), ctx.opts).inputs_fingerprint

@@ -298,12 +298,16 @@ def provenance_tags(*, fingerprints: Mapping[str, str] | None = None, tree_hash:
 
 
 @contextlib.contextmanager
-def _registry_uri(uri: str | None) -> Iterator[None]:
-    """Point mlflow's module-level registry calls at ``uri`` for a moment (None: leave as is)."""
+def using_tracking_uri(uri: str | None) -> Iterator[None]:
+    """Point mlflow's module-level tracking and registry calls at ``uri`` for a moment (None: leave
+    as is). mlflow's setters also export MLFLOW_REGISTRY_URI / MLFLOW_TRACKING_URI for subprocesses:
+    those are put back too, or every later subprocess (``mlflow models serve``, a job) would inherit
+    this store."""
     if uri is None:
         yield
         return
     prev = mlflow.get_registry_uri(), mlflow.get_tracking_uri()
+    env = {k: os.environ.get(k) for k in ("MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI")}
     mlflow.set_registry_uri(uri)
     mlflow.set_tracking_uri(uri)
     try:
@@ -311,6 +315,11 @@ def _registry_uri(uri: str | None) -> Iterator[None]:
     finally:
         mlflow.set_registry_uri(prev[0])
         mlflow.set_tracking_uri(prev[1])
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], description: str,
@@ -325,7 +334,7 @@ def register_version(model_uri: str, name: str, *, tags: Mapping[str, str], desc
             with _mlflow_errors(tracking_uri, ""):
                 raise
         client.create_registered_model(name, description="YOLO9000 detectors (pyfunc: images in, detections out)")
-    with _registry_uri(tracking_uri):
+    with using_tracking_uri(tracking_uri):
         mv = mlflow.register_model(model_uri, name, tags=redaction.redact(dict(tags)))
     client.update_model_version(name, mv.version, description=redaction.redact(description))
     client.set_registered_model_alias(name, CANDIDATE, mv.version)

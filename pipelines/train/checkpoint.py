@@ -93,9 +93,11 @@ def warm_start(model: torch.nn.Module, uri: str, storage_options: dict[str, Any]
         if uri.startswith(("models:/", "runs:/")):
             import mlflow
 
-            if tracking_uri:  # models:/ URIs resolve through the registry, which defaults elsewhere
-                mlflow.set_registry_uri(tracking_uri)
-            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp, tracking_uri=tracking_uri))
+            from pipelines.registry import using_tracking_uri
+
+            # models:/ URIs resolve through the registry, which defaults elsewhere
+            with using_tracking_uri(tracking_uri):
+                local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp, tracking_uri=tracking_uri))
             found = sorted(local.rglob("model.pt"))
             if not found:
                 raise CheckpointError(f"warm start {uri}: no model.pt in the model's artifacts")

@@ -52,7 +52,8 @@ def _full(args: list[str], env: dict | None = None, timeout: int = 900) -> subpr
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI",
+                                                                 "MLFLOW_REGISTRY_URI")}
     env.update(PYTHONUNBUFFERED="1", **extra)
     return env
 
@@ -360,13 +361,11 @@ def test_mlflow_models_serve_answers_with_detections(shared_run, tmp_path):
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(shared_run["uri"])
-    try:
+    from pipelines.registry import using_tracking_uri
+
+    with using_tracking_uri(shared_run["uri"]):
         local = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(pd.DataFrame({"image": [image]}),
                                                                         params={"thresh": 0.01})
-    finally:
-        mlflow.set_tracking_uri(previous)
     assert len(served) > 0 and list(served.columns) == list(local.columns)
     pd.testing.assert_frame_equal(served, local.reset_index(drop=True), check_dtype=False, atol=1e-4)
 

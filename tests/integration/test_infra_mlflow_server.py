@@ -220,15 +220,11 @@ def test_register_stage_and_registry_cli_with_the_deployments_credentials(deploy
     uri = deployed["uri"]
     # What the register stage does (pipelines/job.py, _register): log the pyfunc model into the
     # training run, register a version with provenance tags, promote it if better.
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with registry.using_tracking_uri(uri):
         experiment = mlflow.MlflowClient(uri).create_experiment("y9k-infra")
         with mlflow.start_run(experiment_id=experiment, run_name="train"):
             info = registry.log_pyfunc(crafted_model(), wnids=WNIDS, names=NAMES, parents=PARENTS, input_size=64,
                                        thresh=0.24, config_yaml=load_config("demo").to_yaml())
-    finally:
-        mlflow.set_tracking_uri(previous)
     tags = registry.provenance_tags(fingerprints={"wordtree": "f00d"}, tree_hash="abc", metrics={METRIC: 0.3})
     mv = registry.register_version(info.model_uri, MODEL, tags=tags, description="infra test", tracking_uri=uri)
     assert registry.promote_if_better(MODEL, mv.version, METRIC, 0.01, tracking_uri=uri).promoted

@@ -29,12 +29,10 @@ METRIC = "map50_all"
 
 @pytest.fixture(scope="module")
 def server(mlflow_server):
-    prev = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_registry_uri(mlflow_server)
-    yield mlflow_server
-    mlflow.set_tracking_uri(prev)
-    mlflow.set_registry_uri(prev)
+    from pipelines.registry import using_tracking_uri
+
+    with using_tracking_uri(mlflow_server):
+        yield mlflow_server
 
 
 @pytest.fixture(scope="module")
