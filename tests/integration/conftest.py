@@ -20,6 +20,19 @@ from pathlib import Path
 import pytest
 
 
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """Stop the process group ``proc`` leads (ours: started with start_new_session): SIGTERM, then
+    SIGKILL after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, what: str, timeout: float) -> None:
     """Poll `url` until it answers 200; fail with the end of the service's log if it dies or stalls."""
     deadline = time.monotonic() + timeout
@@ -60,15 +73,7 @@ def running_mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
         wait_for_http(f"{uri}/health", proc, root / "server.log", "mlflow server", timeout=90)
         yield uri
     finally:
-        # The server forks workers: stop the whole group it leads (ours), politely first.
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, grace=5)  # the server forks workers: the whole group it leads
         log.close()
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, wait_for_http
+from tests.integration.conftest import free_port, stop_group, wait_for_http
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "y9k-e2e"
@@ -102,14 +102,7 @@ def ray_head(tmp_path: Path):
         wait_for_http(f"{address}/api/version", proc, tmp_path / "ray-head.log", "ray start --head", timeout=120)
         yield address, env, Path(temp_dir)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, grace=10)  # `ray start --block` stops the processes it started
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 

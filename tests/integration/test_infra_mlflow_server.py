@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, wait_for_http
+from tests.integration.conftest import free_port, stop_group, wait_for_http
 from tests.integration.infra_k8s import load_doc, resolve_env
 
 MODEL = "y9k-infra-mlflow"
@@ -174,14 +174,7 @@ def deployed(postgres, s3, tmp_path_factory):
                       "mlflow server (deployment.yaml)", timeout=120)
         yield {"uri": uri, "admin": admin, "s3": s3_client, "dest": dest, "log": log_path}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=3)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, grace=3)
         log.close()
 
 
