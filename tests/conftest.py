@@ -11,6 +11,11 @@ REPO = Path(__file__).resolve().parent.parent
 # Real reference data lives beside the checkout, never inside it.
 SHARED_DATA = Path(os.environ.get("Y9K_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 
+# Ray Train's controller looks at its workers every 2 s: a few-step test run waits up to that long
+# to see each start, failure and finish. Every Ray the tests start (in this process, `ray start`,
+# `full.py` subprocesses) inherits this; what is tested does not depend on the interval.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
 
 # Property-based tests (hypothesis): `ci` is the default run, a fixed, derandomized set of
 # examples small enough for the test-time budget; `long` searches much further, by hand:

@@ -30,8 +30,13 @@
 #include <math.h>
 #include <sys/mman.h>
 
-#include <torch/extension.h>
+// Only the ATen headers used, and the op registered with the dispatcher (TORCH_LIBRARY) rather
+// than as a pybind11 module: <torch/extension.h> alone takes ~20 s of the first-use compile.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -420,7 +425,9 @@ at::Tensor absolute_softmax_backward(at::Tensor grad_a, at::Tensor a, at::Tensor
   return gx;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &absolute_softmax_forward, "group softmax + absolute probabilities (CPU)");
-  m.def("backward", &absolute_softmax_backward, "backward of absolute_softmax_forward, from a alone (CPU)");
+// torch.ops.y9k_tree_kernels.forward: group softmax + absolute probabilities (CPU);
+// torch.ops.y9k_tree_kernels.backward: its backward, from a alone.
+TORCH_LIBRARY(y9k_tree_kernels, m) {
+  m.def("forward", &absolute_softmax_forward);
+  m.def("backward", &absolute_softmax_backward);
 }

@@ -14,7 +14,7 @@ Every op works on a ``(..., num_nodes)`` tensor in node order.
   of every group on its path, nothing for groups below it or off its path.
 - :meth:`Tree.absolute_softmax`: ``absolute(softmax(logits))``; with ``Y9K_TREE_KERNEL=1`` it
   runs one fused CPU kernel (``_tree_kernels.cpp``, compiled once per machine by torch's
-  extension loader, ~1.5 min, ``-march=native``): the memory traffic of a flat softmax (the
+  extension loader, ~10 s of CPU, ``-march=native``): the memory traffic of a flat softmax (the
   forward keeps only its output; the backward needs nothing else), group work vectorized across
   groups with AVX-512 where the CPU has it, rows on every torch thread, and large outputs advised
   onto transparent huge pages (first-touch page faults on a 1.2 GB output otherwise cost more
@@ -48,8 +48,11 @@ def fused_kernel():
                 from torch.utils.cpp_extension import load
 
                 # -fopenmp: at::parallel_for is OpenMP in torch's headers; without it rows run on one thread.
-                _KERNEL = load(name="y9k_tree_kernels", sources=[str(Path(__file__).with_name("_tree_kernels.cpp"))],
-                               extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"], extra_ldflags=["-lmvec", "-fopenmp"])
+                # A plain library that registers torch.ops.y9k_tree_kernels (forward, backward).
+                load(name="y9k_tree_kernels", sources=[str(Path(__file__).with_name("_tree_kernels.cpp"))],
+                     extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"], extra_ldflags=["-lmvec", "-fopenmp"],
+                     is_python_module=False)
+                _KERNEL = torch.ops.y9k_tree_kernels
             except Exception as e:  # no compiler, no headers: the torch ops still work
                 log.warning("fused WordTree kernel unavailable (%s); using torch ops", e)
     return _KERNEL or None

@@ -67,7 +67,9 @@ def running_mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
            "--workers", "1"]
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
-                            env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+                            # No job runner: MLflow's server jobs (GenAI evaluation, trace roll-ups) are
+                            # unused here and its seven consumer processes would take the CPU the tests need.
+                            env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{uri}/health", proc, root / "server.log", "mlflow server", timeout=90)

@@ -79,7 +79,8 @@ def _client(uri: str):
 def ray_head(tmp_path: Path):
     """A real `ray start --head` on non-default ports, stopped through its own --block process."""
     port, dash = free_port(), free_port()
-    env = _env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
+    # No drain on SIGTERM: it waits (up to 30 s) for Ray Serve replicas to move, and there are none.
+    env = _env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     ray_bin = Path(sys.executable).with_name("ray")
     # Ray's unix socket paths must stay under 108 bytes: pytest's tmp_path is too deep. 3 logical

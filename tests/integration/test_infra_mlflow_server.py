@@ -172,7 +172,7 @@ def deployed(postgres, s3, tmp_path_factory):
     try:
         wait_for_http(f"{uri}{container['readinessProbe']['httpGet']['path']}", proc, log_path,
                       "mlflow server (deployment.yaml)", timeout=120)
-        yield {"uri": uri, "admin": admin, "s3": s3_client, "dest": dest, "log": log_path}
+        yield {"uri": uri, "admin": admin, "s3": s3_client, "dest": dest, "log": log_path, "pid": proc.pid}
     finally:
         stop_group(proc, grace=3)
         log.close()
@@ -246,3 +246,17 @@ def test_the_server_refuses_requests_without_credentials(deployed):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"{deployed['uri']}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
     assert e.value.code == 401
+
+
+def test_the_server_runs_its_workers_and_no_job_runner(deployed):
+    """deployment.yaml turns MLflow's job execution off: the pod holds the server and its
+    workers, not seven Huey consumer processes beside them (the pipeline uses no server jobs)."""
+    cmdlines = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and os.getsid(int(d.name)) == deployed["pid"]:
+                cmdlines.append((d / "cmdline").read_bytes().decode(errors="replace").replace("\0", " "))
+        except OSError:
+            pass
+    assert any("uvicorn" in c and "--workers 4" in c for c in cmdlines), cmdlines
+    assert not [c for c in cmdlines if "huey" in c], cmdlines

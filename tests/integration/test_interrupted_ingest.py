@@ -27,13 +27,14 @@ CHIHUAHUA = "n02085620"
 
 def _dataset(root: Path, n: int = 600) -> Path:
     """n 640x480 JPEGs in one class folder: enough decoding work (~10 ms each) that the ingest is
-    still running when its first part appears."""
+    still running when its first part appears. One image encoded once, written n times: the
+    ingest decodes each file all the same."""
     y, x = np.mgrid[0:480, 0:640]
     folder = root / "train" / CHIHUAHUA
     folder.mkdir(parents=True)
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([x % 256, y % 256, (x ^ y) % 256], -1).astype(np.uint8)).save(buf, "JPEG")
     for i in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(np.stack([(x + i) % 256, y % 256, (x ^ y) % 256], -1).astype(np.uint8)).save(buf, "JPEG")
         (folder / f"{CHIHUAHUA}_{i}.JPEG").write_bytes(buf.getvalue())
     return root / "train"
 

@@ -114,9 +114,20 @@ def shards(tmp_path_factory):
     return write_shards(tmp_path_factory.mktemp("data"))
 
 
-def _cfg(tmp_path: Path, *overrides: str):
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    """One MLflow store for the module's runs (each test reads its own run ids): its schema is
+    created once, here, instead of by the first process of every test."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    SqlAlchemyStore(uri, "./mlruns")
+    return uri
+
+
+def _cfg(tmp_path: Path, tracking_uri: str, *overrides: str):
     return load_config("demo", [
-        f"storage.root={tmp_path}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"storage.root={tmp_path}", f"mlflow.tracking_uri={tracking_uri}",
         "mlflow.experiment=train-test", "model.name=yolo9000", "model.width=0.0625",
         "train.batch_size=4", "train.burn_in=3", "train.lr=0.01", "train.policy=steps",
         "train.input_size=64", "train.multiscale_min=64", "train.multiscale_max=96", "train.multiscale_every=2",
@@ -130,10 +141,10 @@ def _history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]
     return sorted((m.step, m.value) for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))
 
 
-def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, capsys):
+def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, tracking_uri, capsys):
     from pipelines.train.stage import run_train
 
-    cfg = _cfg(tmp_path, "train.max_steps=6", "train.steps=[4]", "train.scales=[0.1]", "train.checkpoint_every=2",
+    cfg = _cfg(tmp_path, tracking_uri, "train.max_steps=6", "train.steps=[4]", "train.scales=[0.1]", "train.checkpoint_every=2",
                "train.eval_every=3", "eval.input_size=64", "eval.draw_images=2")
     out = str(tmp_path / "train" / "run1")
     first = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out, stop_after=3)
@@ -156,7 +167,7 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, capsys):
 
     worker = torch.load(Path(second.checkpoint_uri) / "worker_0.pt", weights_only=False)
     assert worker["position"] == {"det": {"epoch": 0, "batch": 6}, "cls": {"epoch": 0, "batch": 6}}
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = tracking_uri
     assert _history(uri, first.run_id, "resumed_from_step") == [(0, 0.0), (3, 3.0)]
     losses = _history(uri, first.run_id, "loss_total")
     assert [s for s, _ in losses] == list(range(1, 7))
@@ -240,11 +251,11 @@ def _train_worker_pids() -> list[int]:
             if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"]
 
 
-def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
+def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path, tracking_uri):
     from pipelines.train.stage import run_train
 
     # log_every = checkpoint_every: one Ray Train report per two steps, as many as checkpoints alone need.
-    cfg = _cfg(tmp_path, "train.num_workers=2", "train.max_steps=16", "train.checkpoint_every=2", "train.log_every=2",
+    cfg = _cfg(tmp_path, tracking_uri, "train.num_workers=2", "train.max_steps=16", "train.checkpoint_every=2", "train.log_every=2",
                "train.max_failures=1", "train.steps=[100]", "train.scales=[0.1]")
     out = tmp_path / "train" / "ft"
     killed: dict[str, int] = {}
@@ -273,7 +284,7 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
     assert result.step == 16
     # Images seen are restored from the checkpoint and counted on: no step counted twice.
     assert result.metrics["seen"] == 16 * 4 * 2
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = tracking_uri
     resumed = [int(v) for _, v in _history(uri, result.run_id, "resumed_from_step")]
     assert len(resumed) == 2 and resumed[0] == 0, "expected one restart"
     # The restart began at the latest checkpoint there was when the worker died: nothing lost
@@ -282,7 +293,7 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path):
     assert {s for s, _ in _history(uri, result.run_id, "loss_total")} == set(range(2, 17, 2))
 
 
-def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path):
+def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path, tracking_uri):
     """YOLOv1 through Ray Train: detection images only, darknet's detection loss, flat classes."""
 
     from pipelines.inference import Detector
@@ -291,13 +302,13 @@ def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path):
     from pipelines.train.loop import build_model
     from pipelines.train.stage import run_train
 
-    cfg = _cfg(tmp_path, "model.name=fast_yolo", "model.width=0.125", "train.max_steps=2", "train.steps=[1]",
+    cfg = _cfg(tmp_path, tracking_uri, "model.name=fast_yolo", "model.width=0.125", "train.max_steps=2", "train.steps=[1]",
                "train.scales=[0.1]", "train.checkpoint_every=2", "train.eval_every=2", "eval.draw_images=2")
     notes = adapt_config_to_model(cfg)
     assert cfg.train.mode == "detect" and not cfg.train.multiscale and notes
     result = run_train(cfg, shards[:1], SmallTree(), None, str(tmp_path / "train" / "v1"), flat_classes=[1, 2])
     assert result.step == 2
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = tracking_uri
     for part in ("coord", "obj", "noobj", "cls"):  # the region loss's parts, from the detection loss
         values = [v for _, v in _history(uri, result.run_id, f"loss_{part}")]
         assert len(values) == 2 and all(np.isfinite(values)) and max(values) > 0, part

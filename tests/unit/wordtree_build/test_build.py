@@ -91,3 +91,11 @@ def test_unknown_and_duplicate_wnids_name_the_line(wn):
         build_wordtree(["n02085620", "n02123045", "n02085620"], wn=wn, source="labels.txt")
     with pytest.raises(WordTreeError, match="root"):
         build_wordtree(["n02085620"], wn=wn, root="no_such.n.01")
+
+
+def test_wordnet_loads_without_a_version_map(wn):
+    """Only English WordNet 3.0 is read: the reader skips nltk's map from another WordNet version
+    (built at every load for multilingual data: ~4 s of CPU), and lookups are unchanged."""
+    assert wn.map30 is None and not wn.nomap
+    assert wn.synset_from_pos_and_offset("n", 2085620).name() == "chihuahua.n.03"
+    assert len(wn.synsets("dog")) >= 8
