@@ -1,0 +1,61 @@
+"""model.table2 in the pipeline: the config section, the sizes and modes each switch fixes, the model built."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import ConfigError, load_config
+from pipelines.job import adapt_config_to_model
+from pipelines.train.loop import build_model
+from yolo_core import table2
+
+SMALL = ["model.name=table2", "model.width=0.0625", "model.table2.yolo_input_size=128", "model.table2.input_size=64",
+         "model.table2.hires_test_size=96", "train.multiscale_min=32", "train.multiscale_max=96"]
+
+
+def cfg_for(step: str, *more: str):
+    sw = table2.settings(step).switches()
+    return load_config("demo", [*SMALL, *(f"model.table2.{k}={str(v).lower()}" for k, v in sw.items()), *more])
+
+
+def test_bad_switches_are_a_config_error_naming_the_section():
+    with pytest.raises(ConfigError, match="config section 'model.table2'.*passthrough need"):
+        load_config("demo", ["model.table2.passthrough=true"])
+
+
+@pytest.mark.parametrize("step, train_size, multiscale, eval_size", [
+    ("yolo", 128, False, 128), ("hires_classifier", 128, False, 128), ("convolutional", 64, False, 64),
+    ("passthrough", 64, False, 64), ("multiscale", 64, True, 64), ("hires_detector", 64, True, 96),
+])
+def test_switches_fix_the_sizes_and_modes(step, train_size, multiscale, eval_size):
+    cfg = cfg_for(step)
+    notes = adapt_config_to_model(cfg)
+    assert notes and "model.table2" in notes[0]
+    assert (cfg.train.mode, cfg.train.input_size, cfg.train.multiscale, cfg.eval.input_size,
+            cfg.anchors.input_size) == ("detect", train_size, multiscale, eval_size, 64)
+    assert adapt_config_to_model(cfg) == []  # applied once, nothing left to change
+
+
+def test_the_classifier_phase_keeps_classify_mode_at_the_training_size():
+    cfg = cfg_for("hires_classifier", "train.mode=classify")
+    adapt_config_to_model(cfg)
+    assert (cfg.train.mode, cfg.train.input_size, cfg.train.multiscale) == ("classify", 128, False)
+
+    class Tree:
+        num_nodes = 30
+
+    model = build_model(cfg, Tree(), None)
+    assert model.is_classifier and model.num_classes == 30 and model.net.width == 128
+
+
+def test_build_model_builds_the_switches_detector_on_the_flat_classes():
+    cfg = cfg_for("dimension_priors")
+    adapt_config_to_model(cfg)
+    model = build_model(cfg, None, [[1.0, 1.5], [2.0, 1.0]], [4, 7, 9])
+    assert model.num_classes == 3 and model.num_anchors == 2 and model.region.spec.location is None
+    cfg = cfg_for("convolutional")
+    adapt_config_to_model(cfg)
+    model = build_model(cfg, None, [[1.0, 1.5]], [4, 7, 9])
+    assert model.num_anchors == 9 and model.region.spec.location == "offset"  # hand-picked, not the k-means ones
+    with pytest.raises(ValueError, match="flat class list"):
+        build_model(cfg, None, None)
