@@ -345,8 +345,16 @@ class AblationConfig:
     classifier_steps: int = 200
     # Learning rate of that classification phase (darknet19_448.cfg: 0.001).
     classifier_lr: float = 0.001
+    # The paper starts every configuration from an ImageNet classifier trained at 224 (YOLOv1's
+    # trunk, or Darknet-19: darknet19.weights); the hi-res classifier phase starts from it too.
+    # Darknet .weights files (partial files fill the first layers) by trunk: 'yolov1' (no batch
+    # norm), 'yolov1_bn', 'darknet19'. A trunk without one starts from random weights.
+    pretrained: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for key in self.pretrained:
+            _check(key in ("yolov1", "yolov1_bn", "darknet19"), f"ablation.pretrained.{key}", key,
+                   "a trunk: 'yolov1', 'yolov1_bn' or 'darknet19'")
         _check(self.classifier_steps >= 1, "ablation.classifier_steps", self.classifier_steps, "an integer >= 1")
         _check(0 < self.classifier_lr <= 10, "ablation.classifier_lr", self.classifier_lr, "a number in (0, 10]")
 

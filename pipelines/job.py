@@ -266,15 +266,20 @@ def _train(ctx: JobContext) -> dict:
 
 def trained_model(ctx: JobContext):
     """The network of the last training run, loaded from its final checkpoint."""
+    rec = _record(ctx, "train")
+    return model_from_checkpoint(ctx.cfg, rec["checkpoint_uri"], _core_tree(ctx), _anchor_list(ctx), flat_classes(ctx))
+
+
+def model_from_checkpoint(cfg: Any, checkpoint_uri: str, tree: Tree | None, anchors: Any, flat: list[int] | None):
+    """The configured network with the weights of a training checkpoint (any storage), in eval mode."""
     import tempfile
 
     from pipelines.train.checkpoint import read_checkpoint
     from pipelines.train.loop import build_model
 
-    rec = _record(ctx, "train")
-    model = build_model(ctx.cfg, _core_tree(ctx), _anchor_list(ctx), flat_classes(ctx))
+    model = build_model(cfg, tree, anchors, flat)
     with tempfile.TemporaryDirectory() as tmp:
-        fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
+        fs, path = storage.filesystem(checkpoint_uri, cfg.storage.options)
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
         state, _ = read_checkpoint(tmp, 0)
     model.load_state_dict(state["model"])
