@@ -129,6 +129,22 @@ def test_hand_picked_anchors_are_faster_rcnns():
     assert torch.allclose(a[:, 1] / a[:, 0], torch.tensor([.5, 1, 2] * 3))
 
 
+def test_hand_picked_anchors_cover_voc_as_the_papers_table_1_says():
+    # Table 1: Faster R-CNN's 9 anchor boxes give an average IoU of 60.9 with the VOC 2007 boxes.
+    # Faster R-CNN scales images to a 600 px short side; VOC 2007 images are mostly 500 x 375, so
+    # the boxes (pixels of the original images) are scaled by 600 / 375 = 1.6.
+    import numpy as np
+
+    from tests.conftest import shared_path
+
+    d = np.loadtxt(shared_path("voc2007", "boxes_trainval.csv"), delimiter=",", skiprows=1, usecols=(1, 2, 3, 4))
+    wh = np.stack([d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]], 1) * 1.6
+    anchors = np.array(table2.hand_picked_anchors(1)) * table2.FASTER_RCNN_SIDE
+    inter = np.minimum(wh[:, None, 0], anchors[:, 0]) * np.minimum(wh[:, None, 1], anchors[:, 1])
+    iou = inter / (wh[:, None].prod(-1) + anchors.prod(-1) - inter)
+    assert 100 * iou.max(1).mean() == pytest.approx(60.9, abs=1.0)  # 61.3 here
+
+
 def test_new_network_swaps_the_trunk_for_darknet19_and_keeps_the_head():
     before, after = specs(sw("convolutional")), specs(sw("new_network"))
     assert after[-1] == before[-1] and after[-2] == before[-2]  # same [region], same output conv
@@ -218,12 +234,14 @@ def test_multiscale_and_hires_detector_change_training_or_test_not_the_network(s
 
 
 def test_every_column_builds_and_runs():
-    x = torch.zeros(1, 3, 64, 64)
-    for c in table2.COLUMNS:
-        s = sw(c.name)
-        model = table2.build_detector(s, 3, WIDTH, KMEANS).eval()
-        out = model(torch.zeros(1, 3, s.train_size, s.train_size) if not s.convolutional else x)
-        assert out.shape[0] == 1
+    shapes = {}
+    with torch.inference_mode():
+        for c in table2.COLUMNS:
+            s = sw(c.name)
+            model = table2.build_detector(s, 3, WIDTH, KMEANS).eval()
+            shapes[c.name] = tuple(model(torch.zeros(1, 3, s.train_size, s.train_size)).shape)
+    assert shapes["yolo"] == (1, 7 * 7 * (2 * 5 + 3))  # darknet's flat [detection] output
+    assert shapes["convolutional"] == (1, 9 * (5 + 3), 2, 2) and shapes["hires_detector"] == (1, 3 * (5 + 3), 2, 2)
 
 
 def test_unconstrained_location_survives_the_cfg_text():
