@@ -224,7 +224,7 @@ def _column(ctx: Any, cfg: Config, step: str, out_uri: str, data_fp: str, parent
     size = sw.test_size
     return Row(step=step, adds=ADDS[step], switches=sw.switches(), train_size=sw.train_size, test_size=size,
                map50=float(ev.metrics["map50_all"]), paper_map=table2.column_of(step).paper_map,
-               bflops=round(count_flops(model, size, size), 4), test_images_per_s=forward_images_per_s(model, size),
+               bflops=count_flops(model, size, size), test_images_per_s=forward_images_per_s(model, size),
                train_images_per_s=result.metrics.get("images_per_s"), train_steps=result.step,
                run_id=result.run_id, classifier_run_id=classifier_run)
 
