@@ -16,8 +16,10 @@ the whole table and results/table2.json (+ .md, .csv, .png) beside the other res
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,8 @@ def main() -> int:
     ap.add_argument("--root", default=str(Path.home() / ".cache" / "y9k-bench-table2"),
                     help="storage root and MLflow store, kept between chunks")
     args = ap.parse_args()
+    # `timeout` sends SIGTERM: end through the finally clauses (the call's time is recorded).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     os.chdir(root)
@@ -57,7 +61,16 @@ def main() -> int:
     only = [s for s in args.only.split(",") if s] if args.only else None
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    result = run_ablation(cfg, "table2", only)
+    calls = root / "calls.json"  # every call's wall time: interrupted calls count toward the total too
+    history = json.loads(calls.read_text()) if calls.exists() else []
+    history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "only": only,
+                    "load_average": round(load_before[0], 2), "wall_s": None})
+    calls.write_text(json.dumps(history, indent=1))
+    try:
+        result = run_ablation(cfg, "table2", only)
+    finally:  # also when the lock's timeout ends the call: its finished columns are kept and reused
+        history[-1]["wall_s"] = round(time.perf_counter() - t0, 1)
+        calls.write_text(json.dumps(history, indent=1))
     wall = time.perf_counter() - t0
     print(f"ablation: {len(result.rows)} columns in {wall:.0f} s (load average before {load_before[0]:.1f}, "
           f"after {os.getloadavg()[0]:.1f})")
@@ -70,7 +83,7 @@ def main() -> int:
     rows = {r.step: r for r in result.rows}
     write_result(
         "table2",
-        workload={"data": "sample data (zoo world, small scale): 240 detection images for training, 608 "
+        workload={"calls": history, "data": "sample data (zoo world, small scale): 240 detection images for training, 608 "
                   "classification images for the hi-res classifier phase, 480 DET-style images scored",
                   "config": "demo + " + " ".join(DEMO), "columns": list(rows)},
         metrics={
@@ -79,18 +92,20 @@ def main() -> int:
             **{f"bflops {s}": {"value": r.bflops, "unit": "darknet BFLOPs at the test size"} for s, r in rows.items()},
             **{f"test images/s {s}": {"value": r.test_images_per_s, "unit": "forward, batch 8, test size"}
                for s, r in rows.items()},
-            "wall": {"value": round(wall, 1), "unit": "s, this call (reused chunks cost ~0)"},
+            "wall": {"value": round(sum(c["wall_s"] or 0 for c in history), 1),
+                     "unit": "s, all calls together (a call cut by the lock's timeout counts up to its end)"},
+            "wall, last call": {"value": round(wall, 1), "unit": "s (finished columns reused)"},
             "load average": {"value": round(load_before[0], 2), "unit": "1-min, at start"},
         },
         baseline={"what": "the paper's Table 2 (VOC 2007 test mAP, full-scale training): not comparable in value",
                   "value": {s: r.paper_map for s, r in rows.items()}},
         ratio=None,
         target="the nine columns train and evaluate through the pipeline in < 15 min on 2 CPU cores",
-        meets_target=len(rows) == 9 and wall < BUDGET_S,
+        meets_target=len(rows) == 9 and sum(c["wall_s"] or 0 for c in history) < BUDGET_S,
         notes="Tiny data and a few dozen steps from random weights: the figures show the path runs end to end; "
-              "their ordering need not follow the paper's and was not tuned to. Wall time is that of the last "
-              "call; chunks run before it under the heavy-run lock are reused (see the chunk timings in "
-              "results/STATUS.md or the commit message). " + f"MLflow parent run {result.parent_run_id}.",
+              "their ordering need not follow the paper's and was not tuned to. The work ran in several calls "
+              "under the shared machine's heavy-run lock; 'calls' lists each (load average at its start). "
+              + f"MLflow parent run {result.parent_run_id}.",
     )
     print(f"written {RESULTS / 'table2.json'} (+ .md, .csv, .png)")
     return 0
