@@ -206,7 +206,7 @@ def _column(ctx: Any, cfg: Config, step: str, out_uri: str, data_fp: str, parent
         cfg.model.init_weights, classifier_run = _hires_classifier(ctx, cfg, out_uri, data_fp, wordtree, core_tree)
         client.set_tag(classifier_run, "mlflow.parentRunId", parent)
         client.set_tag(classifier_run, "table2.phase", "classifier")
-    flat = job.flat_classes_of(cfg, wordtree, layout.wordtree)
+    flat = job.flat_classes_of(cfg.model, wordtree, layout.wordtree, opts)
     anchors = storage.read_json(layout.anchors_json, opts)["anchors"]
     run_dir = storage.join(out_uri, f"{step}-{manifest.stable_hash([data_fp, cfg.hash('model', 'train')], 10)}")
     result = run_train(cfg, layout.train_splits("detect"), wordtree, anchors, run_dir, flat_classes=flat)
@@ -218,8 +218,9 @@ def _column(ctx: Any, cfg: Config, step: str, out_uri: str, data_fp: str, parent
     shards = layout.splits_for(EVALUATE)
     if not shards:
         raise PipelineError("ablation: no evaluation shards (imagenet_det-val): configure data.det_val")
-    ev = run_evaluate(cfg, model, shards, None, [(r["wnid"], r["det_id"], r["name"]) for r in rows],
-                      storage.join(run_dir, "eval"), split={r["wnid"]: r["split"] for r in rows},
+    ev = run_evaluate(cfg.eval, cfg.ray, cfg.mlflow, model, shards, None,
+                      [(r["wnid"], r["det_id"], r["name"]) for r in rows], storage.join(run_dir, "eval"),
+                      storage_options=opts, split={r["wnid"]: r["split"] for r in rows},
                       run_id=result.run_id, train_run_id=result.run_id)
     size = sw.test_size
     return Row(step=step, adds=ADDS[step], switches=sw.switches(), train_size=sw.train_size, test_size=size,

@@ -44,21 +44,21 @@ def test_the_classifier_phase_keeps_classify_mode_at_the_training_size():
     class Tree:
         num_nodes = 30
 
-    model = build_model(cfg, Tree(), None)
+    model = build_model(cfg.model, cfg.train, Tree(), None)
     assert model.is_classifier and model.num_classes == 30 and model.net.width == 128
 
 
 def test_build_model_builds_the_switches_detector_on_the_flat_classes():
     cfg = cfg_for("dimension_priors")
     adapt_config_to_model(cfg)
-    model = build_model(cfg, None, [[1.0, 1.5], [2.0, 1.0]], [4, 7, 9])
+    model = build_model(cfg.model, cfg.train, None, [[1.0, 1.5], [2.0, 1.0]], [4, 7, 9])
     assert model.num_classes == 3 and model.num_anchors == 2 and model.region.spec.location is None
     cfg = cfg_for("convolutional")
     adapt_config_to_model(cfg)
-    model = build_model(cfg, None, [[1.0, 1.5]], [4, 7, 9])
+    model = build_model(cfg.model, cfg.train, None, [[1.0, 1.5]], [4, 7, 9])
     assert model.num_anchors == 9 and model.region.spec.location == "offset"  # hand-picked, not the k-means ones
     with pytest.raises(ValueError, match="flat class list"):
-        build_model(cfg, None, None)
+        build_model(cfg.model, cfg.train, None, None)
 
 
 def test_hires_classifier_phase_is_shared_by_columns_with_the_same_trunk():
