@@ -13,7 +13,9 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# Three Ray Train runs and two Ray Data evaluations: 4 min 56 s on the shared 2-core machine at load
+# average ~20 (far over the 25 s asked for; unmeasured on an idle machine), hence `slow`.
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow]
 
 TINY = [
     "sample_data.scale=tiny", "model.width=0.0625",
