@@ -146,7 +146,9 @@ def run_ablation(cfg: Config, steps: str = "table2", only: list[str] | None = No
     if sample:
         point_config_at_sample_data(base)
     ctx = job.JobContext(base, sample_data=sample)
-    ensure_ray(base)
+    from pipelines.train.data import cpus_needed
+
+    ensure_ray(base.ray, cpus_needed(base.train))  # one local instance for every column's training
     outcomes = dag.run_stages(dag.select(job.build_stages(), only=DATA_STAGES), ctx,
                               storage_options=base.storage.options)
     print(dag.format_report(outcomes), flush=True)
