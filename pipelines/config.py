@@ -24,6 +24,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from pipelines import redaction
+from yolo_core.table2 import Table2, Table2Error
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -154,6 +155,23 @@ class AnchorsConfig:
 
 
 @dataclass
+class Table2Config(Table2):
+    """``model.table2``: the YOLO9000 paper's path from YOLO to YOLOv2, one switch per row of its Table 2.
+
+    Read when ``model.name`` is ``table2``; each field's comment (paper's rationale, darknet's
+    setting) is in :class:`yolo_core.table2.Table2`. ``y9k ablation --steps table2`` sets them
+    column by column (:func:`yolo_core.table2.settings`); ``--set model.table2.batch_norm=true`` sets
+    one by hand.
+    """
+
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except Table2Error as e:
+            raise ConfigError(f"config section 'model.table2': {e}") from None
+
+
+@dataclass
 class ModelConfig:
     # A name from yolo_core.list_models(), or 'cfg' to build from a darknet cfg file.
     name: str = "yolo9000"
@@ -162,6 +180,8 @@ class ModelConfig:
     cfg: str | None = None
     # Warm start: a darknet .weights file or an MLflow model URI ('models:/name@champion').
     init_weights: str | None = None
+    # The Table 2 switches of model 'table2' (ignored by other models).
+    table2: Table2Config = field(default_factory=Table2Config)
 
     def __post_init__(self) -> None:
         _check(0 < self.width <= 4, "model.width", self.width, "a number in (0, 4]")
@@ -318,6 +338,28 @@ class MlflowConfig:
 
 
 @dataclass
+class AblationConfig:
+    # What `y9k ablation` gives every configuration: the same data, steps and schedule (train.*),
+    # plus, for configurations with table2.hires_classifier, this many steps of classification
+    # training at table2.input_size before detection (darknet: 10 epochs of ImageNet at 448).
+    classifier_steps: int = 200
+    # Learning rate of that classification phase (darknet19_448.cfg: 0.001).
+    classifier_lr: float = 0.001
+    # The paper starts every configuration from an ImageNet classifier trained at 224 (YOLOv1's
+    # trunk, or Darknet-19: darknet19.weights); the hi-res classifier phase starts from it too.
+    # Darknet .weights files (partial files fill the first layers) by trunk: 'yolov1' (no batch
+    # norm), 'yolov1_bn', 'darknet19'. A trunk without one starts from random weights.
+    pretrained: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in self.pretrained:
+            _check(key in ("yolov1", "yolov1_bn", "darknet19"), f"ablation.pretrained.{key}", key,
+                   "a trunk: 'yolov1', 'yolov1_bn' or 'darknet19'")
+        _check(self.classifier_steps >= 1, "ablation.classifier_steps", self.classifier_steps, "an integer >= 1")
+        _check(0 < self.classifier_lr <= 10, "ablation.classifier_lr", self.classifier_lr, "a number in (0, 10]")
+
+
+@dataclass
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -329,6 +371,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -161,7 +161,7 @@ class Detector:
         raw = self.runner(x)
         dets = detect(raw, self.model.anchors, self.model.num_classes, tree=self.tree, thresh=self.thresh,
                       hier_thresh=self.hier_thresh, nms=self.nms, class_subset=self.class_subset,
-                      compound=self.compound)
+                      compound=self.compound, location=self.model.region.spec.location)
         out = []
         for img, info, d in zip(images, infos, dets):
             px = unletterbox_boxes(d.boxes.cpu(), info)  # pixels of the image as decoded

@@ -77,37 +77,52 @@ def cpus_needed(cfg: Config, stages: Sequence[Stage]) -> float:
 
 
 def adapt_config_to_model(cfg: Config) -> list[str]:
-    """Settings a YOLOv1 model fixes, applied to ``cfg``; returns what changed, to be logged.
+    """Settings a YOLOv1 or Table 2 model fixes, applied to ``cfg``; returns what changed, to be logged.
 
     YOLOv1 (``yolo_core.models.YOLOV1_MODELS``) learns boxes of a flat class list (the evaluated
     classes) from detection images, at one input size: ``train.mode`` joint becomes detect,
     multi-scale goes off, and evaluation runs at train.input_size (darknet's resize, no letterbox).
+    The Table 2 model (``table2``, switches in ``model.table2``) is a flat-class detector too; its
+    switches fix the sizes: training at ``train_size`` (YOLOv1's 448 or 416 with a convolutional
+    head), multi-scale as its switch says, evaluation at ``test_size`` (544 for the hi-res
+    detector), k-means anchors in grid units of ``input_size``. ``train.mode`` classify is kept for
+    it: that is the hi-res classifier phase (``yolo_core.table2.build_classifier``).
     """
     from pipelines.config import ConfigError
-    from yolo_core.models import YOLOV1_MODELS
+    from yolo_core.models import TABLE2_MODEL, YOLOV1_MODELS
 
-    if cfg.model.name not in YOLOV1_MODELS:
+    name, t = cfg.model.name, cfg.train
+    if name not in (*YOLOV1_MODELS, TABLE2_MODEL):
         return []
-    t, notes = cfg.train, []
-    if t.mode == "classify":
+    if name in YOLOV1_MODELS and t.mode == "classify":
         raise ConfigError(f"config key 'train.mode': got 'classify', expected 'detect' or 'joint' for model "
-                          f"{cfg.model.name} (a YOLOv1 detector)")
-    for key, section, value in (("mode", t, "detect"), ("multiscale", t, False), ("input_size", cfg.eval, t.input_size)):
-        if getattr(section, key) != value:
-            name = f"{'train' if section is t else 'eval'}.{key}"
-            notes.append(f"{name}: {getattr(section, key)!r} -> {value!r}")
-            setattr(section, key, value)
-    return [f"{cfg.model.name} is a YOLOv1 model (flat classes, detection images, fixed input): " + ", ".join(notes)] \
-        if notes else []
+                          f"{name} (a YOLOv1 detector)")
+    if name == TABLE2_MODEL:
+        sw = cfg.model.table2
+        wanted = [("train.mode", "detect" if t.mode == "joint" else t.mode), ("train.input_size", sw.train_size),
+                  ("train.multiscale", sw.multiscale and t.mode != "classify"), ("eval.input_size", sw.test_size),
+                  ("anchors.input_size", sw.input_size)]
+        what = f"{name} (Table 2 switches: flat classes, detection images, sizes from model.table2)"
+    else:
+        wanted = [("train.mode", "detect"), ("train.multiscale", False), ("eval.input_size", t.input_size)]
+        what = f"{name} is a YOLOv1 model (flat classes, detection images, fixed input)"
+    notes = []
+    for key, value in wanted:
+        section, field = key.split(".")
+        old = getattr(getattr(cfg, section), field)
+        if old != value:
+            notes.append(f"{key}: {old!r} -> {value!r}")
+            setattr(getattr(cfg, section), field, value)
+    return [f"{what}: " + ", ".join(notes)] if notes else []
 
 
 def flat_classes_of(model_cfg: ModelConfig, tree: WordTree, det_classes_uri: str,
                     storage_options: dict[str, Any] | None = None) -> list[int] | None:
-    """The tree node of each evaluated class (the table at ``det_classes_uri``): a YOLOv1 model's
-    classes, in order (None for other models)."""
-    from yolo_core.models import YOLOV1_MODELS
+    """The tree node of each evaluated class (the table at ``det_classes_uri``): a YOLOv1 or Table 2
+    detector's classes, in order (None for other models)."""
+    from yolo_core.models import FLAT_CLASS_MODELS
 
-    if model_cfg.name not in YOLOV1_MODELS:
+    if model_cfg.name not in FLAT_CLASS_MODELS:
         return None
     from pipelines.evaluate.stage import class_subset_of
     from pipelines.stages.wordtree import load_det_classes
@@ -266,15 +281,21 @@ def _train(ctx: JobContext) -> dict:
 
 def trained_model(ctx: JobContext):
     """The network of the last training run, loaded from its final checkpoint."""
+    rec = _record(ctx, "train")
+    return model_from_checkpoint(ctx.cfg, rec["checkpoint_uri"], _core_tree(ctx), _anchor_list(ctx), flat_classes(ctx))
+
+
+def model_from_checkpoint(cfg: Config, checkpoint_uri: str, tree: Tree | None, anchors: Any,
+                          flat: list[int] | None):
+    """The configured network with the weights of a training checkpoint (any storage), in eval mode."""
     import tempfile
 
     from pipelines.train.checkpoint import read_checkpoint
     from pipelines.train.loop import build_model
 
-    rec = _record(ctx, "train")
-    model = build_model(ctx.cfg.model, ctx.cfg.train, _core_tree(ctx), _anchor_list(ctx), flat_classes(ctx))
+    model = build_model(cfg.model, cfg.train, tree, anchors, flat)
     with tempfile.TemporaryDirectory() as tmp:
-        fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
+        fs, path = storage.filesystem(checkpoint_uri, cfg.storage.options)
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
         state, _ = read_checkpoint(tmp, 0)
     model.load_state_dict(state["model"])

@@ -99,6 +99,10 @@ class Layout:
     def eval_dir(self, name: str) -> str:
         return self.uri("eval", name)
 
+    def ablation(self, *parts: str) -> str:
+        """`y9k ablation` runs and their table: ``<root>/ablation/<steps>/...``."""
+        return self.uri("ablation", *parts)
+
     def record(self, stage: str) -> str:
         """The job's record of a stage (its manifest.json)."""
         return self.uri("_pipeline", stage)

@@ -139,6 +139,10 @@ class RegionSpec:
     max: int = 30  # truth boxes per image
     tree: str | None = None
     map: str | None = None
+    # Not darknet's: None (unwritten) is darknet's logistic offset in the cell; 'offset' the region
+    # proposal network's unconstrained x = xa + tx * wa (the YOLO9000 paper's Table 2 before
+    # "location prediction"; see yolo_core.region).
+    location: str | None = None
     line: int = field(default=0, compare=False, repr=False)
     kind = "region"
 
@@ -324,6 +328,9 @@ def _validate(spec: LayerSpec, source: str) -> None:
         if len(spec.anchors) != 2 * spec.num:
             raise DarknetCfgError(f"{where} anchors has {len(spec.anchors)} numbers; num={spec.num} needs "
                                   f"{2 * spec.num} (w,h pairs)")
+        if spec.location not in (None, "offset"):
+            raise DarknetCfgError(f"{where} location={spec.location} is not supported (only offset, or unset: "
+                                  "darknet's logistic offset)")
 
 
 def parse_cfg_text(text: str, source: str = "<cfg>") -> tuple[NetSpec, list[LayerSpec]]:

@@ -45,6 +45,10 @@ YOLO9000_ANCHORS = (0.77871, 1.14074, 3.00525, 4.31277, 9.22725, 9.61974)
 _REGISTRY: dict[str, Callable[..., DarknetNet]] = {}
 # YOLOv1 networks: a [detection] head on a flat class list and a fixed input size.
 YOLOV1_MODELS = ("yolov1", "yolov1_darknet", "fast_yolo")
+# The path from YOLO to YOLOv2 (yolo_core.table2): built from its switches, not registered here.
+TABLE2_MODEL = "table2"
+# Detectors of a flat class list (the evaluated classes), trained on detection images only.
+FLAT_CLASS_MODELS = (*YOLOV1_MODELS, TABLE2_MODEL)
 
 
 def register_model(fn: Callable[..., DarknetNet]) -> Callable[..., DarknetNet]:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from yolo_core.boxes import batched_nms, cxcywh_to_xyxy
-from yolo_core.region import _decode, _split
+from yolo_core.region import _decode, _split, cell_offsets
 
 # Candidate predictions are processed in chunks of at most this many class probabilities.
 _CHUNK_ELEMENTS = 1 << 24
@@ -45,8 +45,9 @@ class Detections:
 def detect(raw: Tensor, anchors: Tensor | Sequence[Sequence[float]], num_classes: int, tree: Any = None,
            thresh: float = .24, hier_thresh: float = .5, nms: float = .45,
            class_subset: Tensor | Sequence[int] | None = None, agnostic: bool = False,
-           compound: bool = False) -> list[Detections]:
-    """Detections for each image of a raw head output (B, A*(5+C), H, W)."""
+           compound: bool = False, location: str | None = None) -> list[Detections]:
+    """Detections for each image of a raw head output (B, A*(5+C), H, W); ``location`` is the
+    region layer's centre parametrisation (``yolo_core.region.cell_offsets``)."""
     anchors = torch.as_tensor(anchors, dtype=torch.float32, device=raw.device)
     num_anchors = anchors.shape[0]
     subset = None
@@ -66,8 +67,8 @@ def detect(raw: Tensor, anchors: Tensor | Sequence[Sequence[float]], num_classes
         # Every score is obj x a probability <= 1, so only predictions with obj > thresh can
         # yield a detection: class probabilities are computed for those alone.
         img, a, j, i = (obj > thresh).nonzero(as_tuple=True)
-        boxes = cxcywh_to_xyxy(_decode(head[:, :, 0].sigmoid(), head[:, :, 1].sigmoid(), head[:, :, 2],
-                                       head[:, :, 3], anchors)[img, a, j, i])
+        sx, sy = cell_offsets(head[:, :, 0], head[:, :, 1], anchors, location)
+        boxes = cxcywh_to_xyxy(_decode(sx, sy, head[:, :, 2], head[:, :, 3], anchors)[img, a, j, i])
         obj = obj[img, a, j, i]
         rows = max(1, _CHUNK_ELEMENTS // num_classes)
         found = []  # (candidate index, class, score) per chunk

@@ -7,6 +7,11 @@ WordTree, one softmax per sibling group). A box for cell (i, j) and anchor (pw, 
 units is ``((i + sx)/W, (j + sy)/H, pw*exp(tw)/W, ph*exp(th)/H)``, fractions of the network
 input (see ``transforms.unletterbox_boxes`` for pixels of the original image).
 
+``location='offset'`` (not darknet's; the YOLO9000 paper's Table 2 before "direct location
+prediction") replaces the logistic centre with the region proposal network's unconstrained
+offset, x = xa + tx * wa: the centre in its cell is ``.5 + tx * pw`` (``cell_offsets``), and the
+loss's coordinate and prior errors are taken on tx itself (``xy_error``), as the RPN regresses it.
+
 The loss reproduces darknet's deltas (``forward_region_layer``) as a differentiable sum:
 
 * ``noobj``: 1/2 noobject_scale obj^2 for every prediction, except those whose decoded box has
@@ -89,7 +94,7 @@ class RegionOutput:
     """Activated region outputs. Each field is (B, A, H, W) except ``cls`` and
     ``cls_logits``, which are (B, A, H, W, C) (classes last)."""
 
-    tx: Tensor  # logistic(x): offset of the centre inside its cell
+    tx: Tensor  # logistic(x) (or .5 + x * pw, see cell_offsets): offset of the centre inside its cell
     ty: Tensor
     tw: Tensor  # raw: log of the size relative to the anchor
     th: Tensor
@@ -107,13 +112,38 @@ def _split(raw: Tensor, num_anchors: int, num_classes: int) -> Tensor:
     return raw.view(b, num_anchors, 5 + num_classes, h, w)
 
 
-def activate(raw: Tensor, num_anchors: int, num_classes: int, tree: Any = None) -> RegionOutput:
-    """Darknet's region activations of a raw head output (B, A*(5+C), H, W)."""
+LOCATIONS = (None, "offset")
+
+
+def cell_offsets(x: Tensor, y: Tensor, anchors: Tensor | None, location: str | None = None) -> tuple[Tensor, Tensor]:
+    """The box centre inside its cell from raw (B, A, H, W) x and y: darknet's logistic (direct
+    location prediction, ``location`` None) or the RPN's unconstrained ``.5 + t * anchor``
+    (``'offset'``, anchors (A, 2) in grid units)."""
+    if location is None:
+        return x.sigmoid(), y.sigmoid()
+    if location != "offset" or anchors is None:
+        raise ValueError(f"location must be None or 'offset' (with anchors), got {location!r}")
+    a = anchors.to(x.dtype)
+    return .5 + x * a[:, 0].view(1, -1, 1, 1), .5 + y * a[:, 1].view(1, -1, 1, 1)
+
+
+def xy_error(target: Tensor, offset: Tensor, prior: Tensor, location: str | None = None) -> Tensor:
+    """The coordinate error of a centre offset: darknet's ``target - sigma(t)`` (direct), or
+    the RPN's ``t* - t = (target - offset) / prior`` (``'offset'``; prior: the anchor's side)."""
+    return target - offset if location is None else (target - offset) / prior
+
+
+def activate(raw: Tensor, num_anchors: int, num_classes: int, tree: Any = None, location: str | None = None,
+             anchors: Tensor | Sequence[Sequence[float]] | None = None) -> RegionOutput:
+    """Darknet's region activations of a raw head output (B, A*(5+C), H, W); ``location``
+    'offset' (with ``anchors``) gives unconstrained centres (see ``cell_offsets``)."""
     v = _split(raw, num_anchors, num_classes)
     logits = v[:, :, 5:].permute(0, 1, 3, 4, 2)
     cls = tree.softmax(logits) if tree is not None else logits.softmax(-1)
-    return RegionOutput(tx=v[:, :, 0].sigmoid(), ty=v[:, :, 1].sigmoid(), tw=v[:, :, 2],
-                        th=v[:, :, 3], obj=v[:, :, 4].sigmoid(), cls=cls, cls_logits=logits)
+    a = _anchor_tensor(anchors, raw) if anchors is not None else None
+    tx, ty = cell_offsets(v[:, :, 0], v[:, :, 1], a, location)
+    return RegionOutput(tx=tx, ty=ty, tw=v[:, :, 2], th=v[:, :, 3], obj=v[:, :, 4].sigmoid(), cls=cls,
+                        cls_logits=logits)
 
 
 def _anchor_tensor(anchors: Tensor | Sequence[Sequence[float]], like: Tensor) -> Tensor:
@@ -190,7 +220,8 @@ class RegionLoss(nn.Module):
     'j17' (paper-era commit) or 'paper' (the paper's text); ``max_boxes`` darknet's cap of truths
     per image; ``cls_select`` the rule that picks the prediction a classification image teaches,
     ``cls_topk`` K of the 'size' rule (None: Detic's, scaled to the grid), ``cls_loss_weight``
-    the weight of classification images' class loss.
+    the weight of classification images' class loss, ``location`` the centre parametrisation
+    (None: darknet's logistic; 'offset': the RPN's unconstrained offsets, see ``cell_offsets``).
     """
 
     def __init__(self, anchors: Tensor | Sequence[Sequence[float]], num_classes: int, tree: Any = None,
@@ -198,8 +229,11 @@ class RegionLoss(nn.Module):
                  noobject_scale: float = 1., coord_scale: float = 1., class_scale: float = 1.,
                  warmup_images: int = 12800, rescore: bool = True, max_boxes: int = 30,
                  cls_select: Literal["label", "object", "size", "image"] = "label", cls_topk: int | None = None,
-                 cls_loss_weight: float = 1.0) -> None:
+                 cls_loss_weight: float = 1.0, location: str | None = None) -> None:
         super().__init__()
+        if location not in LOCATIONS:
+            raise ValueError(f"location must be None (darknet's logistic offset) or 'offset', got {location!r}")
+        self.location = location
         if variant not in ("head", "j17", "paper"):
             raise ValueError(f"variant must be 'head', 'j17' or 'paper', got {variant!r}")
         if cls_select not in CLS_SELECT_RULES:
@@ -257,7 +291,8 @@ class RegionLoss(nn.Module):
             self.tree = self.tree.to(raw.device)
         # One slice for the five box entries: each slice of v costs a full-size gradient buffer.
         head = v[:, :, :5]
-        sx, sy, tw, th = head[:, :, 0].sigmoid(), head[:, :, 1].sigmoid(), head[:, :, 2], head[:, :, 3]
+        sx, sy = cell_offsets(head[:, :, 0], head[:, :, 1], self.anchors.float(), self.location)
+        tw, th = head[:, :, 2], head[:, :, 3]
         obj = head[:, :, 4].sigmoid()
         t = self.build_targets(v, sx, sy, tw, th, obj, boxes, labels, image_label)
         return self._loss(v, sx, sy, tw, th, obj, t, seen)
@@ -347,7 +382,8 @@ class RegionLoss(nn.Module):
         wb, wa, wj, wi = t.responsible
         w_tx, w_ty, w_tw, w_th = t.truth.unbind(-1)
         scale = self.coord_scale * ((2 - w_tw * w_th) if self.variant == "head" else torch.ones_like(w_tw))
-        coord_err = ((w_tx * gw - wi - sx[wb, wa, wj, wi]) ** 2 + (w_ty * gh - wj - sy[wb, wa, wj, wi]) ** 2
+        coord_err = (xy_error(w_tx * gw - wi, sx[wb, wa, wj, wi], anchors[wa, 0], self.location) ** 2
+                     + xy_error(w_ty * gh - wj, sy[wb, wa, wj, wi], anchors[wa, 1], self.location) ** 2
                      + (torch.log(w_tw * gw / anchors[wa, 0]) - tw[wb, wa, wj, wi]) ** 2
                      + (torch.log(w_th * gh / anchors[wa, 1]) - th[wb, wa, wj, wi]) ** 2)
         coord = .5 * (scale * coord_err).sum()
@@ -358,7 +394,9 @@ class RegionLoss(nn.Module):
         if seen < self.warmup_images:
             prior_mask = (~t.is_cls).view(bsz, 1).expand(bsz, cells).reshape(-1).clone()
             prior_mask[t.responsible_pos] = False
-            prior_err = (.5 - sx) ** 2 + (.5 - sy) ** 2 + tw ** 2 + th ** 2
+            aw, ah = anchors[:, 0].view(1, -1, 1, 1), anchors[:, 1].view(1, -1, 1, 1)
+            prior_err = (xy_error(.5, sx, aw, self.location) ** 2 + xy_error(.5, sy, ah, self.location) ** 2
+                         + tw ** 2 + th ** 2)
             prior = .5 * .01 * (prior_err.reshape(-1) * prior_mask).sum()
 
         if self.variant in ("j17", "paper"):

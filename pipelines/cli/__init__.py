@@ -19,14 +19,14 @@ import argparse
 import logging
 import sys
 
-from pipelines.cli import data, evaluate, general, train
+from pipelines.cli import ablation, data, evaluate, general, train
 from pipelines.logs import setup_logging
 from wordtree_build import cli as wordtree_cli
 
 log = logging.getLogger("y9k")
 
 # Modules providing `register(subparsers)`, in the order their commands are listed.
-COMMAND_MODULES = (general, wordtree_cli, data, train, evaluate)
+COMMAND_MODULES = (general, wordtree_cli, data, train, evaluate, ablation)
 
 
 def build_parser() -> argparse.ArgumentParser:

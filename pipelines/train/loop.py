@@ -47,9 +47,18 @@ def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, tree: Tree | Non
     """The configured network; with a tree, one output per tree node; a YOLOv1 model has one
     output per flat class, at the fixed input train.input_size. ``train_cfg``: its mode (a
     classifier has no anchors) and input size."""
-    from yolo_core.models import YOLOV1_MODELS, create_model
+    from yolo_core.models import TABLE2_MODEL, YOLOV1_MODELS, create_model
 
     m = model_cfg
+    if m.name == TABLE2_MODEL:  # the switches of model.table2 (yolo_core.table2)
+        from yolo_core import table2
+
+        if train_cfg.mode == "classify":  # the hi-res classifier phase, on the tree's classes
+            return table2.build_classifier(m.table2, tree.num_nodes if tree is not None else 1000, m.width)
+        if not flat_classes:
+            raise ValueError("model table2 needs its flat class list (the evaluated classes); train it through "
+                             "the pipeline (y9k run, y9k ablation), which passes them")
+        return table2.build_detector(m.table2, len(flat_classes), m.width, anchors)
     if m.name in YOLOV1_MODELS:
         if not flat_classes:
             raise ValueError(f"model {m.name} (YOLOv1) needs its flat class list (the evaluated classes); "
@@ -112,7 +121,7 @@ def log_predictions(model: torch.nn.Module, jpegs: list[bytes], eval_cfg: EvalCo
         dets = detection.detect(raw, model.detection.spec, thresh=PREVIEW_THRESH, nms=eval_cfg.nms)
     else:
         dets = detect(raw, model.anchors, model.num_classes, tree=tree, thresh=PREVIEW_THRESH,
-                      hier_thresh=eval_cfg.hier_thresh, nms=eval_cfg.nms)
+                      hier_thresh=eval_cfg.hier_thresh, nms=eval_cfg.nms, location=model.region.spec.location)
     tracker.log_image(prediction_grid(x, dets), f"predictions/step_{step:07d}.png")
 
 
@@ -178,13 +187,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Loss: darknet's region loss for detectors, (hierarchical) cross-entropy for the classifier.
     tree_dev = tree.to(device) if tree is not None else None
     loss_fn, flat_of_node = None, None
+    if config.get("flat_classes"):  # YOLOv1 / Table 2: tree nodes -> the flat classes
+        flat_of_node = flat_label_map(config["tree"]["parents"], config["flat_classes"]).to(device)
     if core.detection is not None:
         loss_fn = DetectionLoss(core.detection.spec)
-        flat_of_node = flat_label_map(config["tree"]["parents"], config["flat_classes"]).to(device)
     elif t.mode != "classify":
-        loss_fn = RegionLoss(core.anchors.detach().cpu(), core.num_classes, tree=tree_dev,
+        loss_fn = RegionLoss(core.anchors.detach().cpu(), core.num_classes,
+                             tree=tree_dev if flat_of_node is None else None,
                              variant=t.loss_variant, cls_select=t.cls_select, cls_topk=t.cls_topk,
-                             cls_loss_weight=t.cls_loss_weight).to(device)
+                             cls_loss_weight=t.cls_loss_weight, location=core.region.spec.location).to(device)
 
     # Tracking on rank 0: the same run before and after a resume.
     tracker = Tracker(config.get("tracking_uri"), run_id, rank == 0)
@@ -226,7 +237,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     parts = classify_loss(out.float(), batch["image_label"].to(device), tree_dev)
                 else:
                     targets = {k: batch[k].to(device) for k in ("boxes", "labels", "image_label")}
-                    if flat_of_node is not None:  # tree nodes -> YOLOv1's flat classes
+                    if flat_of_node is not None:  # tree nodes -> the flat classes (YOLOv1, Table 2)
                         boxed = targets["labels"] >= 0
                         targets["labels"] = torch.where(boxed, flat_of_node[targets["labels"].clamp(min=0)], -1)
                         window_unmapped += int((boxed & (targets["labels"] < 0)).sum())
@@ -258,7 +269,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batches.wait_s = 0.0
 
         if t.eval_every and step % t.eval_every == 0 and rank == 0 and config.get("preview"):
-            log_predictions(core, config["preview"], cfg.eval, tree_dev, tracker, step, device)
+            log_predictions(core, config["preview"], cfg.eval, tree_dev if flat_of_node is None else None, tracker,
+                            step, device)
 
         # Every worker reports at the same steps (a report is a collective in Ray Train); a step
         # that is both a log and a checkpoint step sends one report carrying both.

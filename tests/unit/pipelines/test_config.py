@@ -74,7 +74,7 @@ def test_bad_file_names_the_file(tmp_path):
     unknown.write_text("data:\n  max_sid: 100\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: config key 'data.max_sid': unknown key"):
         load_config(unknown)
-    with pytest.raises(ConfigError, match=r"'nope.yaml' not found \(bundled configs: demo, yolo9000\)"):
+    with pytest.raises(ConfigError, match=r"'nope.yaml' not found \(bundled configs: demo, table2-voc, yolo9000\)"):
         load_config("nope.yaml")
 
 
