@@ -20,6 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,8 @@ MAX_BOXES = 30
 AUGMENT = {"jitter": 0.2, "hue": 0.1, "saturation": 1.5, "exposure": 1.5, "flip": True}
 # The number of final steps darknet trains at the largest size, capped for short runs.
 FINAL_STEPS_AT_MAX = 200
-# A pass over the shards (one Ray Data execution) lasts at least this many steps, or holds at most
-# MAX_EPOCHS_PER_PASS epochs (see epochs_per_pass).
+# A stream whose epoch is shorter than this many micro-batches reads several epochs in one pass (one
+# Ray Data execution), at most MAX_EPOCHS_PER_PASS (see stream_passes).
 MIN_STEPS_PER_PASS = 500
 MAX_EPOCHS_PER_PASS = 64
 # The training streams and the shard rows (``kind``) each one reads.
@@ -151,7 +152,7 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
 def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None, epochs: int = 1,
                 seed: int | None = None, kind: str | None = None):
     """The rows of the shard directories as one Ray Dataset (only the columns training reads, only
-    rows of ``kind`` when given), each block repeated ``epochs`` times (see :func:`epochs_per_pass`),
+    rows of ``kind`` when given), each block repeated ``epochs`` times (see :func:`stream_passes`),
     files in an order shuffled with ``seed`` (the same order on every pass, so a resumed worker can
     skip what it trained on).
 
@@ -217,30 +218,53 @@ def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig,
     return have
 
 
-def epochs_per_pass(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> int:
-    """How many epochs one pass over the shards holds.
+@dataclass(frozen=True)
+class StreamPass:
+    """What one pass (one Ray Data execution) over a stream's rows holds: ``epochs`` repetitions of
+    the shard rows, cut at ``rows`` when the pass covers the rest of the run (None: not cut)."""
+
+    epochs: int
+    rows: int | None
+
+
+def stream_passes(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> dict[str, StreamPass]:
+    """The pass of each stream: about as many rows as training takes from it, and no more.
 
     Every pass over a Ray Dataset starts a new streaming execution, and the first batches of a
     pass wait for it (seconds: measured 40-70% data wait in the steps around each restart on the
-    demo). Small shards would restart every few dozen steps, so a pass reads the files several
-    times, enough for ``MIN_STEPS_PER_PASS`` micro-batches of every stream (or for the whole run
-    when it is shorter). Each epoch within a pass still gets its own augmentation;
-    ImageNet-sized shards give 1.
+    demo). So a stream whose epoch lasts fewer than ``MIN_STEPS_PER_PASS`` micro-batches reads
+    its rows several times in one pass: enough epochs for the whole run (at most
+    ``MAX_EPOCHS_PER_PASS``), each with its own augmentation. When that covers the run, the pass
+    is cut at exactly the rows the run trains on (micro-batches x rows per micro-batch x workers),
+    so Ray Data decodes no image that is not trained on, and never reads ahead past the last step.
+    Each stream is sized on its own rows (a shared epoch count, set by the smaller stream, made
+    the classification stream decode ~6x what it trained on). A stream whose epoch already lasts
+    ``MIN_STEPS_PER_PASS`` micro-batches (ImageNet-sized shards) is read one epoch per pass.
     """
-    steps = min(MIN_STEPS_PER_PASS, tcfg.max_steps * tcfg.subdivisions)  # no more than the run needs
-    need = 1
+    micro_batches = tcfg.max_steps * tcfg.subdivisions
+    out = {}
     for name, n in batch_split(tcfg).items():
         rows = max(1, rows_by_kind.get(STREAM_KIND[name], 0))
-        need = max(need, math.ceil(steps * n * tcfg.num_workers / rows))
-    return min(need, MAX_EPOCHS_PER_PASS)
+        per_micro = n * tcfg.num_workers
+        need = micro_batches * per_micro
+        if rows >= MIN_STEPS_PER_PASS * per_micro:
+            out[name] = StreamPass(1, need if need <= rows else None)
+            continue
+        epochs = min(math.ceil(need / rows), MAX_EPOCHS_PER_PASS)
+        out[name] = StreamPass(epochs, need if epochs * rows >= need else None)
+    return out
 
 
 def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_options: Mapping[str, Any] | None = None,
-                      epochs: int = 1) -> dict[str, Any]:
-    """The mode's streams (lazy Ray Datasets): rows of one kind, decoded and augmented."""
+                      passes: Mapping[str, StreamPass] | None = None) -> dict[str, Any]:
+    """The mode's streams (lazy Ray Datasets): rows of one kind, sized by ``passes`` (see
+    :func:`stream_passes`; default one epoch each), decoded and augmented."""
     out = {}
     for name in batch_split(tcfg):
-        ds = read_shards(shard_uris, storage_options, epochs, seed=tcfg.seed, kind=STREAM_KIND[name])
+        p = (passes or {}).get(name, StreamPass(1, None))
+        ds = read_shards(shard_uris, storage_options, p.epochs, seed=tcfg.seed, kind=STREAM_KIND[name])
+        if p.rows is not None:
+            ds = ds.limit(p.rows)  # before decoding: rows past the cut are never decoded
         out[name] = ds.map_batches(
             decode_augment, batch_format="pyarrow", batch_size=16,
             fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
@@ -283,7 +307,7 @@ class _Stream:
     """Endless batches from one dataset shard, pass after pass, with a resumable position.
 
     ``epoch`` counts passes over the dataset (a pass may hold several epochs of small shards,
-    see :func:`epochs_per_pass`); ``batch`` counts the batches trained on in the current pass."""
+    see :func:`stream_passes`); ``batch`` counts the batches trained on in the current pass."""
 
     def __init__(self, it: Any, batch_size: int, seed: int, epoch: int = 0, batch: int = 0) -> None:
         self.it, self.batch_size, self.seed = it, batch_size, seed

@@ -31,8 +31,8 @@ from pipelines.train.data import (
     batch_split,
     check_rows,
     cpus_needed,
-    epochs_per_pass,
     stream_cpu_limits,
+    stream_passes,
     training_datasets,
 )
 from pipelines.train.loop import train_loop_per_worker
@@ -130,9 +130,10 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     tracking_uri = cfg.mlflow.resolved_tracking_uri()
     run_id = _run_id(cfg.mlflow.experiment, out_uri, tracking_uri, tags, opts)
     log_shard_inputs(tracking_uri, run_id, list(shards), TRAINING, opts)
-    epochs = epochs_per_pass(rows_by_kind, t)
-    if epochs > 1:
-        log.info("train: small shards (%s), %d epochs per pass over them", rows_by_kind, epochs)
+    passes = stream_passes(rows_by_kind, t)
+    log.info("train: rows %s; per pass over each stream: %s", rows_by_kind,
+             {k: f"{p.epochs} epoch(s)" + (f", cut at {p.rows} rows" if p.rows is not None else "")
+              for k, p in passes.items()})
     parent, name = out_uri.rstrip("/").rsplit("/", 1)
     fs = _storage_filesystem(out_uri, opts)
     if fs is not None:  # with an explicit filesystem Ray wants the path inside it, no scheme
@@ -161,7 +162,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                 callbacks=[progress.callback()],
             ),
-            datasets=training_datasets(list(shards), t, opts, epochs),
+            datasets=training_datasets(list(shards), t, opts, passes),
             # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
             dataset_config=ray.train.DataConfig(execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
         )

@@ -213,31 +213,70 @@ def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
         check_rows([str(d)], TrainConfig(mode="joint", batch_size=4, det_fraction=0.5))
 
 
-def test_small_shards_are_read_several_epochs_per_pass(tmp_path, ray_local):
-    """A pass (one Ray Data execution) must last MIN_STEPS_PER_PASS steps of every stream, so
-    that small shards do not restart the stream every few steps; large ones are read once."""
-    from pipelines.train.data import MAX_EPOCHS_PER_PASS, MIN_STEPS_PER_PASS, epochs_per_pass, read_shards
+def test_each_stream_pass_holds_what_the_run_trains_on():
+    """A pass (one Ray Data execution) of a small stream holds several epochs so that it does not
+    restart every few steps, but each stream is sized on its own rows and cut at the rows the run
+    trains on: the images decoded are the images trained on."""
+    from pipelines.train.data import MAX_EPOCHS_PER_PASS, MIN_STEPS_PER_PASS, StreamPass, stream_passes
 
-    t = TrainConfig(mode="joint", batch_size=16, det_fraction=0.5, num_workers=1, max_steps=10**5)  # 8 + 8 a step
-    e = epochs_per_pass({"detection": 240, "classification": 608}, t)
-    assert e == -(-MIN_STEPS_PER_PASS * 8 // 240)  # the smaller stream decides
-    assert e * 240 // 8 >= MIN_STEPS_PER_PASS and (e - 1) * 240 // 8 < MIN_STEPS_PER_PASS
-    two = TrainConfig(**{**vars(t), "num_workers": 2})
-    assert epochs_per_pass({"detection": 240, "classification": 608}, two) == -(-MIN_STEPS_PER_PASS * 16 // 240)
-    assert epochs_per_pass({"detection": 10**6, "classification": 10**6}, t) == 1
-    assert epochs_per_pass({"detection": 3, "classification": 3}, t) == MAX_EPOCHS_PER_PASS
-    # Never more than the whole run: 40 steps of 8 detection rows out of 240 is 2 epochs.
-    short = TrainConfig(**{**vars(t), "max_steps": 40})
-    assert epochs_per_pass({"detection": 240, "classification": 608}, short) == 2
-    # read_shards repeats every block `epochs` times: each row comes back that many times.
-    d = tmp_path / "shards" / "coco-train"
+    # The demo's mix: 12 detection + 4 classification rows a step, 1200 steps.
+    demo = TrainConfig(mode="joint", batch_size=16, det_fraction=0.75, num_workers=1, max_steps=1200)
+    rows = {"detection": 240, "classification": 608}
+    p = stream_passes(rows, demo)
+    assert p == {"det": StreamPass(60, 1200 * 12), "cls": StreamPass(8, 1200 * 4)}  # not 60 epochs of 608
+    assert sum(s.rows for s in p.values()) == demo.max_steps * demo.batch_size * demo.num_workers
+    two = TrainConfig(**{**vars(demo), "num_workers": 2, "subdivisions": 2})  # 6 + 2 a micro-batch, x 2
+    assert stream_passes(rows, two) == {"det": StreamPass(64, None), "cls": StreamPass(16, 1200 * 2 * 2 * 2)}
+    # A run longer than MAX_EPOCHS_PER_PASS epochs: full passes, not cut.
+    assert stream_passes({"detection": 3, "classification": 3}, demo)["det"] == StreamPass(MAX_EPOCHS_PER_PASS, None)
+    # Large shards: one epoch per pass, cut when the run is shorter than an epoch.
+    big = MIN_STEPS_PER_PASS * 12
+    assert stream_passes({"detection": big, "classification": 10**7}, demo) == {
+        "det": StreamPass(1, None), "cls": StreamPass(1, 1200 * 4)}
+
+
+def test_a_pass_decodes_only_the_rows_trained_on(tmp_path, ray_local):
+    """Counted, not timed: train-like reading of a tiny run (JointBatches over the streams of
+    training_datasets, sized by stream_passes) ends its passes at the last step, and Ray Data's
+    decode operator saw exactly the rows trained on (it used to decode whole shared-epoch passes)."""
+    from pipelines.train.data import read_shards, stream_passes, training_datasets
+
+    d = tmp_path / "shards" / "mixed"
     d.mkdir(parents=True)
-    rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"x", "boxes": [], "box_nodes": [],
-             "image_node": -1} for i in range(5)]
-
+    rows = [{"image_id": f"{k}/{i}", "kind": kind, "image": _jpeg(40, 32, (4, 4, 20, 20)),
+             "boxes": [[0.1, 0.1, 0.6, 0.8]] if kind == "detection" else [],
+             "box_nodes": [0] if kind == "detection" else [], "image_node": -1 if kind == "detection" else 0}
+            for k, kind, n in (("d", "detection", 10), ("c", "classification", 30)) for i in range(n)]
     write_committed(str(d), [_shard_table(rows)])
-    ids = [r["image_id"] for r in read_shards([str(d)], epochs=3).take_all()]
-    assert sorted(ids) == sorted([f"coco/{i}" for i in range(5)] * 3)
+    # read_shards repeats every block `epochs` times: each row comes back that many times.
+    ids = [r["image_id"] for r in read_shards([str(d)], epochs=3, kind="detection").take_all()]
+    assert sorted(ids) == sorted([f"d/{i}" for i in range(10)] * 3)
+
+    t = TrainConfig(mode="joint", batch_size=4, det_fraction=0.75, multiscale=False, input_size=32, max_steps=7)
+    passes = stream_passes({"detection": 10, "classification": 30}, t)
+    assert passes["det"].epochs == 3 and passes["cls"].epochs == 1  # 21 and 7 rows are trained on
+    streams = training_datasets([str(d)], t, passes=passes)
+    batches = JointBatches({k: ds.iterator() for k, ds in streams.items()}, batch_split(t), seed=0)
+    for _ in range(t.max_steps):
+        assert batches.next(32)["image"].shape == (4, 3, 32, 32)
+    assert batches.position() == {"det": {"epoch": 0, "batch": 7}, "cls": {"epoch": 0, "batch": 7}}
+    batches.close()
+    # A whole pass of each stream: the rows trained on, and the decode step saw no others.
+    for name, trained in (("det", 21), ("cls", 7)):
+        assert sum(len(b["image_label"]) for b in streams[name].iter_batches(batch_size=None)) == trained
+        stats = streams[name].stats()
+        assert _decoded_rows(stats) == trained, stats
+
+
+def _decoded_rows(stats: str) -> int:
+    """Rows out of the decode operator (one per row in) in a dataset's last execution, from Ray
+    Data's stats text."""
+    import re
+
+    m = re.search(r"Operator \d+ [^\n]*decode_augment[^\n]*\n(?:[^\n]*\n)*?[^\n]*Output num rows per block: "
+                  r"[^\n]*?(\d+) total", stats)
+    assert m, stats
+    return int(m.group(1))
 
 
 def test_stream_cpu_limits_one_each_then_by_rows_per_step():
