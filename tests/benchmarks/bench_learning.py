@@ -282,6 +282,24 @@ def write_record(out: Path, *, runs: list[dict], planned: list[tuple], rules: li
     return meets
 
 
+def markdown_table(record: dict) -> str:
+    """The grid's record as the README's table: one row per (world, seed, setting), the joint
+    runs' unseen mAP@.5 also as a ratio to the detection-only run of the same world and seed."""
+    runs = record["metrics"]["runs"]["value"]
+    det = {(r["world"], r["seed"]): r["map50_unseen"] for r in runs if r["setting"] == "detect"}
+    lines = ["| world | seed | setting | unseen mAP@.5 | x detection only | seen mAP@.5 | fine-class boxes found "
+             "| right among siblings, given found |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        base = det.get((r["world"], r["seed"]))
+        ratio = "" if r["setting"] == "detect" or not base else f"{r['map50_unseen'] / base:.2f}x"
+        sib = r["siblings"]
+        found = "" if sib.get("found_rate") is None else f"{sib['found_rate']:.0%} of {sib['boxes']}"
+        right = "" if sib.get("sibling_accuracy") is None else f"{sib['sibling_accuracy']:.0%}"
+        lines.append(f"| {r['world']} | {r['seed']} | {r['setting'].replace('joint_', 'joint, ')} | "
+                     f"{r['map50_unseen']:.3f} | {ratio} | {r['map50_seen']:.3f} | {found} | {right} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worlds", nargs="+", default=["zoo", "depot"], help="generated worlds (default: zoo depot)")
@@ -295,7 +313,11 @@ def main() -> int:
     p.add_argument("--out", help="the record (default: results/learning.json; with --smoke a temporary file). "
                    "Rewritten after every run; runs it already holds from the same code and budget are skipped")
     p.add_argument("--fresh", action="store_true", help="replace the runs --out holds instead of resuming")
+    p.add_argument("--table", metavar="RECORD", help="print a record's runs as a Markdown table (the README's) and exit")
     args = p.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
     seeds = args.seeds if args.seeds is not None else ([0] if args.smoke else [0, 1])
     extra = [*(SMOKE if args.smoke else []), *args.overrides]
     if args.out:

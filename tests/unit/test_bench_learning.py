@@ -28,8 +28,10 @@ def summary(world, seed, setting, unseen, ap, found=(10, 8, 6)):
     boxes, f, right = found
     return {"world": world, "seed": seed, "setting": setting, "map50_seen": 0.4, "map50_unseen": unseen,
             "ap50_unseen": ap, "wall_s": 1.0, "loadavg_1m_before_after": [0.0, 0.0],
-            "siblings": {"sibling_accuracy": right / f, "per_class": {c: {"boxes": boxes, "found": f, "right": right}
-                                                                     for c in ap}}}
+            # The shape of pipelines.evaluate.metrics.sibling_accuracy's result, names for indices.
+            "siblings": {"boxes": boxes * len(ap), "found": f * len(ap), "right": right * len(ap),
+                         "found_rate": f / boxes, "sibling_accuracy": right / f,
+                         "per_class": {c: {"boxes": boxes, "found": f, "right": right} for c in ap}}}
 
 
 def test_runs_go_seed_by_seed_world_by_world_baseline_first(bench):
@@ -70,6 +72,8 @@ def test_partial_record_then_complete_verdict_names_failing_classes(bench, tmp_p
     assert fail["classes_below_target"] == {"lemon": {"ap50_joint": 0.05, "ap50_detect": 0.04, "found_rate": 0.25,
                                                       "sibling_accuracy": 0.2}}
     assert rec["metrics"]["joint_object_unseen_min"]["value"] == 0.05
+    table = bench.markdown_table(rec).splitlines()
+    assert len(table) == 2 + 4 and table[-1] == "| depot | 0 | joint, object | 0.050 | 1.25x | 0.400 | 25% of 20 | 20% |"
 
 
 def test_resume_only_the_same_code_and_budget(bench, tmp_path):
