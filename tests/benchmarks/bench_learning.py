@@ -95,7 +95,10 @@ def run_once(root: Path, overrides: list[str]) -> tuple[dict, Path, float]:
 
 def sibling_diagnostic(root: Path, eval_dir: Path, overrides: list[str], world_name: str) -> dict:
     """``sibling_accuracy`` of one evaluation, over the world's sibling groups (the fine classes
-    below each coarse class), per class by name."""
+    below each coarse class), per class by name; and under ``any_class``, per unseen class (the
+    unrelated ones too), the same counts with every class one group: a box is found when a
+    prediction of any class overlaps it (did objectness reach it at all?), right when the
+    top-scored one names it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -120,7 +123,14 @@ def sibling_diagnostic(root: Path, eval_dir: Path, overrides: list[str], world_n
     groups = [[index[f.wnid] for f in w.fine if f.coarse == c.name] for c in w.coarse]
     r = M.sibling_accuracy(gt, preds, groups)
     r["per_class"] = {names[c]: v for c, v in r["per_class"].items()}
+    unseen = {index[f.wnid] for f in w.fine}
+    anywhere = M.sibling_accuracy(gt, preds, [list(range(len(wnids)))])["per_class"]
+    r["any_class"] = {names[c]: v for c, v in anywhere.items() if c in unseen}
     return r
+
+
+def run_overrides(world_name: str, seed: int, setting: list[str], extra: list[str]) -> list[str]:
+    return [f"sample_data.world={world_name}", f"sample_data.seed={seed}", f"train.seed={seed}", *extra, *setting]
 
 
 def planned_runs(worlds: list[str], seeds: list[int], rules: list[str]) -> list[tuple[str, int, str, list[str]]]:
@@ -135,8 +145,7 @@ def one_run(base: Path, world_name: str, seed: int, name: str, setting: list[str
     storage root (the later ones reuse the cached sample data, wordtree, shards and anchors)."""
     root = base / f"{world_name}-seed{seed}"
     root.mkdir(parents=True, exist_ok=True)
-    overrides = [f"sample_data.world={world_name}", f"sample_data.seed={seed}", f"train.seed={seed}", *extra,
-                 *setting]
+    overrides = run_overrides(world_name, seed, setting, extra)
     load_before = os.getloadavg()
     record, eval_dir, seconds = run_once(root, overrides)
     m = record["metrics"]
@@ -178,10 +187,12 @@ def judge(runs: list[dict], rules: list[str]) -> tuple[dict, list[dict], str | N
                 det_ap = det["ap50_unseen"].get(c)
                 if ap is None or ap >= max(MIN_UNSEEN, MIN_RATIO * (det_ap or 0)):  # None: no boxes of c
                     continue
-                counts = sib.get(c, {})
+                counts, anywhere = sib.get(c, {}), r["siblings"].get("any_class", {}).get(c, {})
                 weak[c] = {"ap50_joint": round(ap, 4), "ap50_detect": None if det_ap is None else round(det_ap, 4),
                            "found_rate": round(counts["found"] / counts["boxes"], 3) if counts.get("boxes") else None,
-                           "sibling_accuracy": round(counts["right"] / counts["found"], 3) if counts.get("found") else None}
+                           "sibling_accuracy": round(counts["right"] / counts["found"], 3) if counts.get("found") else None,
+                           "found_by_any_class_rate": (round(anywhere["found"] / anywhere["boxes"], 3)
+                                                       if anywhere.get("boxes") else None)}
             failures.append({"rule": rule, "world": w, "seed": s, "map50_unseen": r["map50_unseen"],
                              "detect_map50_unseen": det["map50_unseen"], "ratio": ratio, "classes_below_target": weak})
         verdict[rule] = ok and bool(ratios)

@@ -31,7 +31,8 @@ def summary(world, seed, setting, unseen, ap, found=(10, 8, 6)):
             # The shape of pipelines.evaluate.metrics.sibling_accuracy's result, names for indices.
             "siblings": {"boxes": boxes * len(ap), "found": f * len(ap), "right": right * len(ap),
                          "found_rate": f / boxes, "sibling_accuracy": right / f,
-                         "per_class": {c: {"boxes": boxes, "found": f, "right": right} for c in ap}}}
+                         "per_class": {c: {"boxes": boxes, "found": f, "right": right} for c in ap},
+                         "any_class": {c: {"boxes": boxes, "found": boxes - 1, "right": right} for c in ap}}}
 
 
 def test_runs_go_seed_by_seed_world_by_world_baseline_first(bench):
@@ -70,7 +71,7 @@ def test_partial_record_then_complete_verdict_names_failing_classes(bench, tmp_p
     (fail,) = rec["failures"]
     assert (fail["world"], fail["seed"], fail["ratio"]) == ("depot", 0, pytest.approx(1.25))
     assert fail["classes_below_target"] == {"lemon": {"ap50_joint": 0.05, "ap50_detect": 0.04, "found_rate": 0.25,
-                                                      "sibling_accuracy": 0.2}}
+                                                      "sibling_accuracy": 0.2, "found_by_any_class_rate": 0.95}}
     assert rec["metrics"]["joint_object_unseen_min"]["value"] == 0.05
     table = bench.markdown_table(rec).splitlines()
     assert len(table) == 2 + 4 and table[-1] == "| depot | 0 | joint, object | 0.050 | 1.25x | 0.400 | 25% of 20 | 20% |"
