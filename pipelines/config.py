@@ -57,8 +57,8 @@ class StorageConfig:
 class RayConfig:
     # None: connect to a running cluster if RAY_ADDRESS is set, else start a local instance.
     address: str | None = None
-    # CPUs for a local instance (None: this machine's cores, or what training needs if more:
-    # a training worker and each data stream hold one; see pipelines/stages/__init__.py).
+    # CPUs for a local instance (None: this machine's cores, or, for a command that trains, what
+    # training needs if more: a training worker and each data stream hold one; pipelines/stages).
     num_cpus: int | None = None
 
     def __post_init__(self) -> None:
@@ -347,15 +347,29 @@ class Config:
         return dict(_flatten(self.to_safe_dict()))
 
     def hash(self, *sections: str) -> str:
-        """Hash of the named sections (all when none): part of each stage's cache key."""
+        """Hash of the named sections (all when none): part of each stage's cache key; the
+        same value as :func:`sections_hash` of those sections."""
+        if sections:
+            return sections_hash(**{s: getattr(self, s) for s in sections})
         from pipelines.manifest import stable_hash
 
         d = self.to_dict()
         d["storage"]["options"] = {}  # credentials do not change what a stage computes
-        return stable_hash({s: d[s] for s in sections} if sections else d)
+        return stable_hash(d)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_safe_dict(), sort_keys=False)
+
+
+def sections_hash(**sections: Any) -> str:
+    """Hash of config sections given by name (``sections_hash(anchors=cfg.anchors)``): what a
+    stage that receives only its sections keys its cache on; equal to ``Config.hash(names...)``."""
+    from pipelines.manifest import stable_hash
+
+    d = {name: dataclasses.asdict(section) for name, section in sections.items()}
+    if "storage" in d:
+        d["storage"]["options"] = {}  # credentials do not change what a stage computes
+    return stable_hash(d)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = ""):

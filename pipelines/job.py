@@ -10,6 +10,7 @@ too (their own outputs carry manifests), so a resubmitted job continues where it
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,9 @@ from pipelines import manifest, storage
 from pipelines.dag import Stage
 from pipelines.layout import ANCHORS, EVALUATE, Layout
 
-if TYPE_CHECKING:  # torch is imported only by the stages that need it
+if TYPE_CHECKING:  # torch and MLflow are imported only by the stages that need them
+    from pipelines.config import Config, MlflowConfig, ModelConfig
+    from pipelines.registry import Decision
     from wordtree_build.tree import WordTree
     from yolo_core.tree import Tree
 
@@ -28,7 +31,7 @@ STAGE_NAMES = ("sample_data", "wordtree", "ingest", "anchors", "train", "evaluat
 
 @dataclass
 class JobContext:
-    cfg: Any
+    cfg: Config
     retrain: bool = False
     # True when the job generates and uses the sample datasets (decided before sources are filled in).
     sample_data: bool = False
@@ -40,7 +43,7 @@ class JobContext:
 
     @property
     def layout(self) -> Layout:
-        return Layout.of(self.cfg)
+        return Layout.of(self.cfg.storage)
 
     @property
     def root(self) -> str:
@@ -60,10 +63,20 @@ class JobContext:
     def sources(self):
         from pipelines.stages.ingest import sources_from_config
 
-        return sources_from_config(self.cfg)
+        return sources_from_config(self.cfg.data, self.opts)
 
 
-def adapt_config_to_model(cfg: Any) -> list[str]:
+def cpus_needed(cfg: Config, stages: Sequence[Stage]) -> float:
+    """Logical CPUs a local Ray needs for ``stages``: what training holds when it is among them
+    (one instance serves every stage of the job; ingest, anchors and evaluation use what there is)."""
+    if not any(s.name == "train" for s in stages):
+        return 0
+    from pipelines.train.data import cpus_needed as train_cpus
+
+    return train_cpus(cfg.train)
+
+
+def adapt_config_to_model(cfg: Config) -> list[str]:
     """Settings a YOLOv1 model fixes, applied to ``cfg``; returns what changed, to be logged.
 
     YOLOv1 (``yolo_core.models.YOLOV1_MODELS``) learns boxes of a flat class list (the evaluated
@@ -88,23 +101,24 @@ def adapt_config_to_model(cfg: Any) -> list[str]:
         if notes else []
 
 
-def flat_classes_of(cfg: Any, tree: WordTree, det_classes_uri: str) -> list[int] | None:
+def flat_classes_of(model_cfg: ModelConfig, tree: WordTree, det_classes_uri: str,
+                    storage_options: dict[str, Any] | None = None) -> list[int] | None:
     """The tree node of each evaluated class (the table at ``det_classes_uri``): a YOLOv1 model's
     classes, in order (None for other models)."""
     from yolo_core.models import YOLOV1_MODELS
 
-    if cfg.model.name not in YOLOV1_MODELS:
+    if model_cfg.name not in YOLOV1_MODELS:
         return None
     from pipelines.evaluate.stage import class_subset_of
     from pipelines.stages.wordtree import load_det_classes
     from yolo_core.tree import Tree
 
-    wnids = [r["wnid"] for r in load_det_classes(det_classes_uri, cfg.storage.options)]
+    wnids = [r["wnid"] for r in load_det_classes(det_classes_uri, storage_options)]
     return class_subset_of(Tree.from_wordtree(tree), wnids)
 
 
 def flat_classes(ctx: JobContext) -> list[int] | None:
-    return flat_classes_of(ctx.cfg, _tree(ctx), ctx.layout.wordtree)
+    return flat_classes_of(ctx.cfg.model, _tree(ctx), ctx.layout.wordtree, ctx.opts)
 
 
 def _commit_record(ctx: JobContext, stage: str, fingerprint: str, config_hash: str, summary: dict) -> None:
@@ -140,13 +154,13 @@ def _sample_data(ctx: JobContext) -> dict:
 def _wordtree_fp(ctx: JobContext) -> str:
     from pipelines.stages.wordtree import stage_key
 
-    return stage_key(ctx.cfg, ctx.sources())[0]
+    return stage_key(ctx.cfg.wordtree, ctx.cfg.data, ctx.sources(), ctx.opts)[0]
 
 
 def _wordtree(ctx: JobContext) -> dict:
     from pipelines.stages.wordtree import run_wordtree
 
-    result = run_wordtree(ctx.cfg, ctx.sources(), ctx.layout.wordtree)
+    result = run_wordtree(ctx.cfg.wordtree, ctx.cfg.data, ctx.sources(), ctx.layout.wordtree, ctx.opts)
     return result.summary()
 
 
@@ -160,7 +174,7 @@ def _ingest(ctx: JobContext) -> dict:
     from pipelines.stages.wordtree import load_tree
 
     tree = load_tree(ctx.layout.wordtree, ctx.opts)
-    result = run_ingest(ctx.cfg, tree, ctx.sources(), ctx.root)
+    result = run_ingest(ctx.cfg.data, ctx.cfg.storage, ctx.cfg.ray, tree, ctx.sources(), ctx.root)
     print(result.summary_table(), flush=True)
     return {
         "images": sum(r.images_accepted for r in result.sources),
@@ -173,7 +187,8 @@ def _ingest(ctx: JobContext) -> dict:
 def _anchors(ctx: JobContext) -> dict:
     from pipelines.stages.anchors import run_anchors
 
-    result = run_anchors(ctx.cfg, ctx.layout.splits_for(ANCHORS), ctx.layout.anchors)
+    result = run_anchors(ctx.cfg.anchors, ctx.cfg.storage, ctx.cfg.ray, ctx.layout.splits_for(ANCHORS),
+                         ctx.layout.anchors)
     return {"k": result.k, "avg_iou": round(result.avg_iou, 4), "boxes": result.num_boxes}
 
 
@@ -257,7 +272,7 @@ def trained_model(ctx: JobContext):
     from pipelines.train.loop import build_model
 
     rec = _record(ctx, "train")
-    model = build_model(ctx.cfg, _core_tree(ctx), _anchor_list(ctx), flat_classes(ctx))
+    model = build_model(ctx.cfg.model, ctx.cfg.train, _core_tree(ctx), _anchor_list(ctx), flat_classes(ctx))
     with tempfile.TemporaryDirectory() as tmp:
         fs, path = storage.filesystem(rec["checkpoint_uri"], ctx.opts)
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
@@ -279,9 +294,10 @@ def _evaluate(ctx: JobContext) -> dict:
         raise FileNotFoundError("no imagenet_det-val shards: configure data.det_val")
     out = ctx.layout.eval_dir(train["out_uri"].rsplit("/", 1)[-1])
     flat = flat_classes(ctx) is not None  # a YOLOv1 model's classes are `classes`, in order: no tree
-    result = run_evaluate(ctx.cfg, trained_model(ctx), shards, None if flat else _core_tree(ctx), classes, out,
-                          split=split,
-                          run_id=train["run_id"], train_run_id=train["run_id"])
+    cfg = ctx.cfg
+    result = run_evaluate(cfg.eval, cfg.ray, cfg.mlflow, trained_model(ctx), shards, None if flat else _core_tree(ctx),
+                          classes, out, storage_options=ctx.opts, split=split, run_id=train["run_id"],
+                          train_run_id=train["run_id"])
     keep = ("map50_all", "map50_seen", "map50_unseen", "num_images")
     return {**{k: round(float(result.metrics[k]), 5) for k in keep if k in result.metrics}, "out_uri": out}
 
@@ -320,12 +336,14 @@ def _register(ctx: JobContext) -> dict:
     log_comparison(cfg.mlflow.registered_model, mv.run_id, uri)
     verdict = "promoted to champion" if decision.promoted else "champion unchanged"
     log.info("register: %s version %s (%s): %s", cfg.mlflow.registered_model, mv.version, verdict, decision.reason)
-    ctx.results["final_report"] = final_report(cfg, uri, mv.version, decision, metrics)
+    ctx.results["final_report"] = final_report(cfg.mlflow, uri, mv.version, decision, metrics)
     return {"version": mv.version, "promoted": decision.promoted, "reason": decision.reason}
 
 
-def final_report(cfg: Any, tracking_uri: str, version: str, decision: Any, metrics: dict[str, float]) -> str:
-    name = cfg.mlflow.registered_model
+def final_report(mlflow_cfg: MlflowConfig, tracking_uri: str, version: str, decision: Decision,
+                 metrics: dict[str, float]) -> str:
+    """What `y9k run` prints at the end: the registered version, its metrics, where to look."""
+    name = mlflow_cfg.registered_model
     lines = [f"registered model: {name} version {version} "
              f"({'now champion' if decision.promoted else 'champion unchanged'}: {decision.reason})"]
     lines += [f"  {k}: {v:.4f}" for k, v in metrics.items()]

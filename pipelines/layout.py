@@ -1,6 +1,6 @@
 """Where every stage's output lives under ``storage.root``, and which dataset split plays which role.
 
-    layout = Layout.of(cfg)
+    layout = Layout.of(cfg.storage)
     layout.tree                         # <root>/wordtree/tree.parquet
     layout.splits_for("detect")         # committed shard dirs of coco-train and voc-trainval
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import storage
-from pipelines.config import Config
+from pipelines.config import Config, StorageConfig
 from pipelines.shards import committed_dirs
 
 # Roles a shard directory (``<dataset>-<split>``) plays downstream of ingest. As detectron2's
@@ -54,8 +54,9 @@ class Layout:
     storage_options: Mapping[str, Any] | None = None
 
     @classmethod
-    def of(cls, cfg: Config) -> Layout:
-        return cls(storage.normalize(cfg.storage.root), cfg.storage.options)
+    def of(cls, storage_cfg: StorageConfig) -> Layout:
+        """The layout under ``storage.root`` (its options reach every listing)."""
+        return cls(storage.normalize(storage_cfg.root), storage_cfg.options)
 
     def uri(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
@@ -120,6 +121,6 @@ def uses_sample_data(cfg: Config) -> bool:
 
 def point_config_at_sample_data(cfg: Config) -> None:
     """Fill the data.* sources with the generated sample datasets under ``<root>/sample``."""
-    sample = Layout.of(cfg).sample
+    sample = Layout.of(cfg.storage).sample
     for key, rel in SAMPLE_DATA.items():
         setattr(cfg.data, key, storage.join(sample, rel))

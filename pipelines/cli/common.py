@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.config import Config
+from pipelines.config import StorageConfig
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def load_cli_config(args: argparse.Namespace):
     return load_config(args.config, args.overrides)
 
 
-def load_tree(cfg: Config, path: str | None):
+def load_tree(storage_cfg: StorageConfig, path: str | None):
     """The WordTree: ``path`` (a tree.parquet or darknet .tree file), else the one `y9k wordtree`
     wrote under storage.root (see :mod:`pipelines.layout`)."""
     from pipelines import storage
@@ -29,8 +29,8 @@ def load_tree(cfg: Config, path: str | None):
     from pipelines.layout import Layout
     from wordtree_build.tree import WordTree
 
-    opts = cfg.storage.options
-    uri = path or Layout.of(cfg).tree
+    opts = storage_cfg.options
+    uri = path or Layout.of(storage_cfg).tree
     if not storage.exists(uri, opts):
         raise PipelineError(f"WordTree {storage.redact_uri(uri)} not found: run `y9k wordtree` first or pass --tree")
     if uri.endswith(".tree"):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from pipelines.cli.common import add_config_args, load_cli_config, load_tree
+
+if TYPE_CHECKING:
+    from pipelines.config import Config
+    from pipelines.readers import Source
 
 log = logging.getLogger("y9k")
 
@@ -42,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_anchors)
 
 
-def _sources(cfg):
+def _sources(cfg: Config) -> list[Source]:
     """The configured data.* sources, else the sample data (generated here first), as `y9k run` does."""
     from pipelines.errors import PipelineError
     from pipelines.layout import Layout, point_config_at_sample_data, uses_sample_data
@@ -51,10 +56,10 @@ def _sources(cfg):
     if uses_sample_data(cfg):
         from pipelines.sample_data import generate
 
-        generate(Layout.of(cfg).sample, seed=cfg.sample_data.seed, scale=cfg.sample_data.scale,
+        generate(Layout.of(cfg.storage).sample, seed=cfg.sample_data.seed, scale=cfg.sample_data.scale,
                  storage_options=cfg.storage.options, world_name=cfg.sample_data.world)
         point_config_at_sample_data(cfg)
-    sources = sources_from_config(cfg)
+    sources = sources_from_config(cfg.data, cfg.storage.options)
     if not sources:
         raise PipelineError("no dataset configured (data.coco_train, data.imagenet_train, ...) and "
                             "sample_data.enabled is false: nothing to ingest")
@@ -67,7 +72,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     from pipelines.stages.ingest import run_ingest
 
-    result = run_ingest(cfg, load_tree(cfg, args.tree), _sources(cfg), out_root=args.out)
+    # Ray for ingest only (this machine's cores): a `y9k train` later in the same process
+    # resizes it (pipelines.stages.ensure_ray).
+    result = run_ingest(cfg.data, cfg.storage, cfg.ray, load_tree(cfg.storage, args.tree), _sources(cfg),
+                        out_root=args.out)
     print(result.summary_table())
     return 0
 
@@ -76,6 +84,6 @@ def cmd_anchors(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     from pipelines.stages.anchors import run_anchors
 
-    result = run_anchors(cfg, args.shards, out_uri=args.out)
+    result = run_anchors(cfg.anchors, cfg.storage, cfg.ray, args.shards, out_uri=args.out)
     print(result.summary())
     return 0

@@ -154,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines.layout import EVALUATE, Layout
 
     cfg = load_cli_config(args)
-    layout = Layout.of(cfg)
+    layout = Layout.of(cfg.storage)
     shards = args.shards or layout.splits_for(EVALUATE)
     if not shards:
         raise PipelineError(f"evaluate: no committed evaluation shards (imagenet_det-val) under "
@@ -167,7 +167,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         classes = load_det200()
     split = {r[0]: r[1] for r in read_tsv(args.split, 2, "wnid, seen|unseen")} if args.split else None
     out = args.out or layout.eval_dir(os.path.basename(shards[0].rstrip("/")))
-    res = run_evaluate(cfg, args.model, shards, None, classes, out, split=split, run_id=args.run_id)
+    res = run_evaluate(cfg.eval, cfg.ray, cfg.mlflow, args.model, shards, None, classes, out,
+                       storage_options=cfg.storage.options, split=split, run_id=args.run_id)
     for k, v in res.metrics.items():
         print(f"{k}: {int(v)}" if float(v).is_integer() and not k.startswith("map") else f"{k}: {v:.4f}")
     print(f"per-class table, curves and images: {storage.redact_uri(res.out_uri)} (MLflow run {res.run_id})")

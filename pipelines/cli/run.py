@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         from pipelines.stages import ensure_ray
 
-        ensure_ray(cfg)
+        ensure_ray(cfg.ray, job.cpus_needed(cfg, stages))
     t0 = time.perf_counter()
     try:
         outcomes = dag.run_stages(stages, ctx, dry_run=args.dry_run, force=args.force,

@@ -41,20 +41,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipelines.layout import TRAIN_ROLES, Layout, split_names
     from pipelines.shards import shard_files
     from pipelines.stages import ensure_ray
+    from pipelines.train.data import cpus_needed
     from pipelines.train.stage import run_train
 
     cfg = load_cli_config(args)
     for note in adapt_config_to_model(cfg):
         log.info("config: %s", note)
     opts = cfg.storage.options
-    layout = Layout.of(cfg)
+    layout = Layout.of(cfg.storage)
     shards = args.shards or layout.train_splits(cfg.train.mode)
     if not shards:
         wanted = ", ".join(split_names(*TRAIN_ROLES[cfg.train.mode]))
         raise PipelineError(f"train: no committed {cfg.train.mode} training shards ({wanted}) under "
                             f"{storage.redact_uri(layout.shards)}; run `y9k ingest` first or pass --shards")
     shard_files(shards, opts)  # an interrupted ingest is refused here, before Ray starts
-    tree = load_tree(cfg, args.tree)
+    tree = load_tree(cfg.storage, args.tree)
     anchors_uri = args.anchors or layout.anchors_json
     anchors = None
     if storage.exists(anchors_uri, opts):
@@ -62,9 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.anchors:
         raise PipelineError(f"train: anchors file {storage.redact_uri(anchors_uri)} not found")
     out = args.out or layout.train_dir(cfg.train.mode)
-    ensure_ray(cfg)
+    ensure_ray(cfg.ray, cpus_needed(cfg.train))
     # YOLOv1: the evaluated classes of `y9k wordtree`'s output, flat
-    flat = flat_classes_of(cfg, tree, layout.wordtree)
+    flat = flat_classes_of(cfg.model, tree, layout.wordtree, opts)
     res = run_train(cfg, shards, tree, anchors, out, stop_after=args.stop_after, flat_classes=flat)
     state = "already complete" if res.skipped else f"step {res.step}/{cfg.train.max_steps}"
     print(f"train: {state}; checkpoint {res.checkpoint_uri}; MLflow run {res.run_id}")

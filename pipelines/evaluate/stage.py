@@ -1,15 +1,17 @@
 """The `evaluate` stage: shards in, predictions + per-class AP + mAP (all / seen / unseen) out.
 
-    run_evaluate(cfg, model, shards=[".../shards/imagenet_det-val"], tree=Tree.from_wordtree(wordtree),
-                 det_classes=load_det200(), out_uri=".../eval/imagenet_det-val", split=seen_unseen(...))
+    run_evaluate(cfg.eval, cfg.ray, cfg.mlflow, model, shards=[".../shards/imagenet_det-val"],
+                 tree=Tree.from_wordtree(wordtree), det_classes=load_det200(),
+                 out_uri=".../eval/imagenet_det-val", split=seen_unseen(...), storage_options=cfg.storage.options)
 
 Writes under ``out_uri``: ``predictions/`` (Parquet, one row per image), ``per_class.csv``,
 ``metrics.json``, ``pr_curves.png``, ``images/*.jpg`` (detections drawn with hierarchical labels)
 and ``manifest.json`` last. The same inputs (shards, model weights, tree, classes, split, eval
 config) find the finished output and skip the work. Metrics, the table, the curves and the
-images go to MLflow: into ``run_id`` (e.g. the training run) when given, else into a new
-evaluation run tagged with ``train_run_id``; the shard directories are logged as that run's
-dataset inputs in the ``evaluation`` context (pipelines/lineage.py).
+images go to MLflow (the ``mlflow`` section's store; nothing when it is None): into ``run_id``
+(e.g. the training run) when given, else into a new evaluation run tagged with
+``train_run_id``; the shard directories are logged as that run's dataset inputs in the
+``evaluation`` context (pipelines/lineage.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import manifest, storage
-from pipelines.config import Config
+from pipelines.config import EvalConfig, MlflowConfig, RayConfig, sections_hash
 from pipelines.errors import StageError
 from pipelines.evaluate import metrics as M
 from pipelines.evaluate import plots
@@ -107,19 +109,20 @@ def _read_columns(files: Sequence[str], columns: Sequence[str], storage_options:
     return pa.concat_tables(tables)
 
 
-def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], tree: Tree | None,
-                 det_classes: Sequence[tuple[str, Any, str]], out_uri: str, *,
-                 split: Mapping[str, str] | None = None, run_id: str | None = None,
-                 train_run_id: str | None = None, log_mlflow: bool = True) -> EvalResult:
+def run_evaluate(eval_cfg: EvalConfig, ray_cfg: RayConfig, mlflow_cfg: MlflowConfig | None, model_or_checkpoint: Any,
+                 shards: Sequence[str], tree: Tree | None, det_classes: Sequence[tuple[str, Any, str]], out_uri: str,
+                 *, storage_options: Mapping[str, Any] | None = None, split: Mapping[str, str] | None = None,
+                 run_id: str | None = None, train_run_id: str | None = None) -> EvalResult:
     """Batch inference over ``shards`` and AP@.5 for ``det_classes`` ((wnid, id, name) rows).
 
     ``model_or_checkpoint`` is a yolo_core model or an MLflow model URI / directory written by
     :func:`pipelines.registry.log_pyfunc`. With a tree, a class's score is objectness x absolute
-    P(class node); without one, the model's classes must be ``det_classes`` in order.
+    P(class node); without one, the model's classes must be ``det_classes`` in order. Ray is
+    started from ``ray_cfg`` when this process has none; ``mlflow_cfg`` None logs nothing to MLflow.
     """
-    import ray
+    from pipelines.stages import ensure_ray
 
-    opts = cfg.storage.options
+    opts = storage_options
     out_uri = storage.normalize(out_uri)
     files = shard_files(shards, opts)  # first: an interrupted ingest is refused before any work
     model, tree = _resolve_model(model_or_checkpoint, tree)
@@ -134,7 +137,7 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
         subset = None
     key = manifest.stable_hash([manifest.fingerprint_uris(list(shards), opts), model_digest(model),
                                 tree_lists(tree) if tree is not None else None, wnids, dict(split or {})])
-    config_hash = cfg.hash("eval")
+    config_hash = sections_hash(eval=eval_cfg)
     if manifest.is_complete(out_uri, key, config_hash, opts):
         m = manifest.read_manifest(out_uri, opts)
         saved = storage.read_json(storage.join(out_uri, "metrics.json"), opts)
@@ -142,9 +145,8 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
         return EvalResult(saved["metrics"], saved["per_class"], out_uri, m.counts["images"],
                           m.counts["predictions"], saved.get("run_id"), skipped=True, files=m.files)
 
-    e = cfg.eval
-    if not ray.is_initialized():
-        ray.init(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+    e = eval_cfg
+    ensure_ray(ray_cfg)
     pred_uri = storage.join(out_uri, "predictions")
     started = time.perf_counter()
     num_images = predict_shards(model, files, pred_uri, tree=tree, class_subset=subset, input_size=e.input_size,
@@ -177,11 +179,11 @@ def run_evaluate(cfg: Config, model_or_checkpoint: Any, shards: Sequence[str], t
         storage.write_bytes(storage.join(out_uri, name), b.getvalue(), opts)
         written.append(name)
 
-    if log_mlflow:
-        run_id = log_evaluation(cfg, summary, csv_text, fig, drawn, run_id, train_run_id)
+    if mlflow_cfg is not None:
+        run_id = log_evaluation(mlflow_cfg, summary, csv_text, fig, drawn, run_id, train_run_id)
         from pipelines.lineage import EVALUATION, log_shard_inputs
 
-        log_shard_inputs(cfg.mlflow.resolved_tracking_uri(), run_id, list(shards), EVALUATION, opts)
+        log_shard_inputs(mlflow_cfg.resolved_tracking_uri(), run_id, list(shards), EVALUATION, opts)
     storage.write_json(storage.join(out_uri, "metrics.json"),
                        {"metrics": summary, "per_class": rows, "run_id": run_id}, opts)
     manifest.commit(out_uri, manifest.Manifest(
@@ -227,17 +229,17 @@ def _draw_examples(files: Sequence[str], gt: M.GroundTruth, preds: M.Predictions
     return out
 
 
-def log_evaluation(cfg: Config, summary: Mapping[str, float], csv_text: str, fig: Any,
+def log_evaluation(mlflow_cfg: MlflowConfig, summary: Mapping[str, float], csv_text: str, fig: Any,
                    drawn: Sequence[tuple[str, Any]], run_id: str | None, train_run_id: str | None) -> str:
     """Metrics, the per-class CSV, the PR curves and the drawn images into ``run_id`` (e.g. the
     training run), or into a new evaluation run tagged ``y9k.train_run_id``. Returns the run id."""
     import mlflow
 
 
-    client = mlflow.MlflowClient(cfg.mlflow.resolved_tracking_uri())
+    client = mlflow.MlflowClient(mlflow_cfg.resolved_tracking_uri())
     if run_id is None:
-        exp = client.get_experiment_by_name(cfg.mlflow.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment)
+        exp = client.get_experiment_by_name(mlflow_cfg.experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(mlflow_cfg.experiment)
         tags = {"y9k.stage": "evaluate"}
         if train_run_id:
             tags["y9k.train_run_id"] = train_run_id

@@ -1,7 +1,7 @@
 """Anchors stage: detection boxes in the shards -> k IoU k-means priors in grid units.
 
-    result = run_anchors(cfg)                       # the anchor splits (pipelines.layout: coco-train, voc-trainval)
-    result = run_anchors(cfg, [".../shards/coco-train"], out_uri=".../anchors")
+    result = run_anchors(cfg.anchors, cfg.storage, cfg.ray)   # the anchor splits (pipelines.layout)
+    result = run_anchors(cfg.anchors, cfg.storage, cfg.ray, [".../shards/coco-train"], out_uri=".../anchors")
 
 Boxes are read with Ray Data from the ``boxes`` column only (Parquet column projection: image
 bytes are never read, let alone decoded). Their normalized (w, h) are clustered by
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import manifest, storage
-from pipelines.config import Config
+from pipelines.config import AnchorsConfig, RayConfig, StorageConfig, sections_hash
 from pipelines.errors import StageError
 from pipelines.layout import ANCHORS, Layout
 from pipelines.shards import BOX_COLUMNS, shard_files
@@ -104,14 +104,15 @@ def _plot(curve: list[dict[str, Any]], k: int, title: str) -> bytes:
     return buf.getvalue()
 
 
-def run_anchors(cfg: Config, shards: Sequence[str] | None = None, out_uri: str | None = None) -> AnchorsResult:
-    """Compute the anchors from detection shards (default: the committed anchor splits of
-    :mod:`pipelines.layout`, never evaluation data); see module doc."""
+def run_anchors(anchors_cfg: AnchorsConfig, storage_cfg: StorageConfig, ray_cfg: RayConfig, shards: Sequence[str] | None = None,
+                out_uri: str | None = None) -> AnchorsResult:
+    """Compute the anchors from detection shards (default: the committed anchor splits under
+    ``storage.root``, :mod:`pipelines.layout`, never evaluation data); see module doc. Ray is
+    started from ``ray_cfg`` when this process has none."""
     from pipelines.stages import ensure_ray
 
-    opts = cfg.storage.options
-    a = cfg.anchors
-    layout = Layout.of(cfg)
+    a, opts = anchors_cfg, storage_cfg.options
+    layout = Layout.of(storage_cfg)
     shards = [storage.normalize(s) for s in (shards or layout.splits_for(ANCHORS))]
     if not shards:
         raise StageError(f"anchors: no ingested detection training shards under {storage.redact_uri(layout.shards)}; "
@@ -119,13 +120,13 @@ def run_anchors(cfg: Config, shards: Sequence[str] | None = None, out_uri: str |
     shard_files(shards, opts)  # an interrupted ingest is refused here, before Ray starts
     out_uri = storage.normalize(out_uri or layout.anchors)
     fingerprint = manifest.fingerprint_uris(shards, opts)
-    chash = cfg.hash("anchors")
+    chash = sections_hash(anchors=a)
     if manifest.is_complete(out_uri, fingerprint, chash, opts):
         saved = storage.read_json(storage.join(out_uri, "anchors.json"), opts)
         known = {k: v for k, v in saved.items() if k in AnchorsResult.__dataclass_fields__}
         return AnchorsResult(**{**known, "out_uri": out_uri, "skipped": True})
 
-    ensure_ray(cfg)
+    ensure_ray(ray_cfg)
     wh = read_box_sizes(shards, opts)
     if len(wh) < a.k_max:
         raise StageError(f"anchors: {len(wh)} boxes in {len(shards)} shard directories, fewer than "

@@ -1,6 +1,6 @@
 """Ingest stage: dataset sources -> WordTree-labelled Parquet shards and a rejects table.
 
-    result = run_ingest(cfg, tree, sources)          # sources: list[Source], see sources_from_config
+    result = run_ingest(cfg.data, cfg.storage, cfg.ray, tree, sources)   # sources: see sources_from_config
     print(result.summary_table())
 
 Per source (a dataset split) the driver parses the annotations once (:mod:`pipelines.readers`)
@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import manifest, storage
-from pipelines.config import Config
+from pipelines.config import DataConfig, RayConfig, StorageConfig
 from pipelines.errors import StageError
 from pipelines.images import DEFAULT_MAX_PIXELS, TooManyPixels, open_checked, to_rgb
 from pipelines.layout import Layout
@@ -360,8 +360,8 @@ class IngestResult:
                 f"rejects by reason: {self.rejects_text() or 'none'}")
 
 
-def _config_hash(cfg: Config, tree_hash: str, source: Source) -> str:
-    d = cfg.data
+def _config_hash(data_cfg: DataConfig, tree_hash: str, source: Source) -> str:
+    d = data_cfg
     return manifest.stable_hash({"schema": SCHEMA_VERSION, "tree": tree_hash, "source": [source.dataset, source.split],
                                  "max_side": d.max_side, "quality": d.jpeg_quality, "shard_mb": d.shard_mb,
                                  "unmapped": d.unmapped, "box_tolerance": BOX_TOLERANCE})
@@ -396,18 +396,19 @@ def _records_dataset(records: list[dict[str, Any]]):
     return ray.data.from_arrow([table.slice(i, per) for i in range(0, table.num_rows, per)])
 
 
-def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | None = None,
-                  mapper: LabelMapper | None = None) -> SourceResult:
-    """Ingest one dataset split (skipped when its manifest matches); see the module docstring."""
+def ingest_source(data_cfg: DataConfig, storage_cfg: StorageConfig, tree: WordTree, source: Source,
+                  out_root: str | None = None, mapper: LabelMapper | None = None) -> SourceResult:
+    """Ingest one dataset split into ``<out_root or storage.root>/shards/<dataset>-<split>/``
+    (skipped when its manifest matches); see the module docstring. Ray must be running."""
     import ray
 
-    opts = cfg.storage.options
-    layout = Layout(storage.normalize(out_root or cfg.storage.root), opts)
+    opts = storage_cfg.options
+    layout = Layout(storage.normalize(out_root or storage_cfg.root), opts)
     out_dir = layout.shard_dir(source.dataset, source.split)
     rej_dir = layout.rejects_dir(source.dataset, source.split)
     res = SourceResult(source=source.name, shards_uri=out_dir, rejects_uri=storage.join(rej_dir, "rejects.parquet"))
     fingerprint = manifest.fingerprint_uris(source.input_uris(), opts)
-    chash = _config_hash(cfg, tree.content_hash(), source)
+    chash = _config_hash(data_cfg, tree.content_hash(), source)
     if manifest.is_complete(out_dir, fingerprint, chash, opts):
         m = manifest.read_manifest(out_dir, opts)
         known = {k: v for k, v in m.counts.items() if k in SourceResult.__dataclass_fields__}
@@ -419,9 +420,10 @@ def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | N
         from wordtree_build.wordnet import load_wordnet
 
         mapper = LabelMapper(tree, wordnet=load_wordnet)
-    unmapped, strict = cfg.data.unmapped, cfg.data.strict
+    d = data_cfg
+    unmapped, strict = d.unmapped, d.strict
     read = _read(source, mapper, unmapped, opts)
-    if read.images_in == 0 and not read.containers and not cfg.data.allow_empty:
+    if read.images_in == 0 and not read.containers and not d.allow_empty:
         raise StageError(f"ingest {source.name}: no images found in {storage.redact_uri(source.images)}"
                          + (f" (annotations {storage.redact_uri(source.annotations)})" if source.annotations else "")
                          + "; check the path, or set data.allow_empty: true if an empty source is expected")
@@ -436,8 +438,8 @@ def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | N
     storage.makedirs(out_dir, opts)
 
     run_id = uuid.uuid4().hex[:8]
-    target = int(cfg.data.shard_mb * (1 << 20))
-    process = _Process(cfg.data.max_side, cfg.data.jpeg_quality, opts, strict, cfg.data.max_pixels)
+    target = int(d.shard_mb * (1 << 20))
+    process = _Process(d.max_side, d.jpeg_quality, opts, strict, d.max_pixels)
     writes: list[dict[str, Any]] = []
     pipelines_ = []
     if read.records:
@@ -468,7 +470,7 @@ def ingest_source(cfg: Config, tree: WordTree, source: Source, out_root: str | N
         rejects += w["rejects"]
         tar_images += w["image_records"]
     res.images_in = read.images_in + (tar_images - len(read.records))
-    if res.images_in == 0 and not cfg.data.allow_empty:  # tar files holding no member
+    if res.images_in == 0 and not d.allow_empty:  # tar files holding no member
         raise StageError(f"ingest {source.name}: no images in the tar files under "
                          f"{storage.redact_uri(source.images)}; set data.allow_empty: true if that is expected")
     res.objects_in = read.objects_in
@@ -509,14 +511,16 @@ def _user_facing_cause(e: BaseException) -> IngestRejectError | None:
     return None
 
 
-def run_ingest(cfg: Config, tree: WordTree, sources: Sequence[Source], out_root: str | None = None) -> IngestResult:
-    """Ingest every source into ``<out_root or storage.root>/shards/<dataset>-<split>/``."""
+def run_ingest(data_cfg: DataConfig, storage_cfg: StorageConfig, ray_cfg: RayConfig, tree: WordTree,
+               sources: Sequence[Source], out_root: str | None = None) -> IngestResult:
+    """Ingest every source into ``<out_root or storage.root>/shards/<dataset>-<split>/``; Ray is
+    started from ``ray_cfg`` when this process has none."""
     from pipelines.stages import ensure_ray
     from wordtree_build.wordnet import load_wordnet
 
-    ensure_ray(cfg)
+    ensure_ray(ray_cfg)
     mapper = LabelMapper(tree, wordnet=load_wordnet)
-    results = [ingest_source(cfg, tree, s, out_root, mapper) for s in sources]
+    results = [ingest_source(data_cfg, storage_cfg, tree, s, out_root, mapper) for s in sources]
     out = IngestResult(results)
     log.info("ingest: %s", out.summary_line())  # the callers print the table itself on stdout
     return out
@@ -563,9 +567,9 @@ def voc_source(uri: str, split: str = "trainval", storage_options: Mapping[str, 
                   image_list=lst if storage.exists(lst, storage_options) else None)
 
 
-def sources_from_config(cfg: Config) -> list[Source]:
+def sources_from_config(data_cfg: DataConfig, storage_options: Mapping[str, Any] | None = None) -> list[Source]:
     """The sources named in ``data.*`` (unset ones are left out)."""
-    d, opts = cfg.data, cfg.storage.options
+    d, opts = data_cfg, storage_options
     out = []
     if d.coco_train:
         out.append(coco_source(d.coco_train, "train", opts))

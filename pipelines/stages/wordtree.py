@@ -1,6 +1,6 @@
 """WordTree stage: the datasets' labels -> the tree, darknet files, label maps, the DET class table.
 
-    result = run_wordtree(cfg, sources, out_uri)      # out_uri: <storage.root>/wordtree
+    result = run_wordtree(cfg.wordtree, cfg.data, sources, out_uri, cfg.storage.options)  # out_uri: <root>/wordtree
 
 Labels (``wordtree.labels``): ``auto`` takes every label the configured datasets use: the COCO
 categories in the instances JSON (through the project's COCO -> synset table), the ImageNet
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import manifest, storage
-from pipelines.config import Config
+from pipelines.config import DataConfig, WordTreeConfig, sections_hash
 from pipelines.errors import StageError
 from pipelines.readers import Source, is_wnid
 
@@ -127,8 +127,8 @@ def det_classes_for(det_root: str | None, opts: Mapping[str, Any] | None, explic
     return [DetClass(w, int(i), n) for w, i, n in load_det200()]
 
 
-def collect_labels(cfg: Config, sources: Sequence[Source]) -> LabelSet:
-    opts = cfg.storage.options
+def collect_labels(data_cfg: DataConfig, sources: Sequence[Source], opts: Mapping[str, Any] | None = None) -> LabelSet:
+    """The labels the sources use, and the evaluation classes of ``data.det_val`` / ``data.det_classes``."""
     detection: list[str] = []
     classification: list[str] = []
     for s in sources:
@@ -140,13 +140,13 @@ def collect_labels(cfg: Config, sources: Sequence[Source]) -> LabelSet:
             from wordtree_build.labelmaps import VOC_WNIDS
 
             detection += list(VOC_WNIDS.values())
-    det_root = cfg.data.det_val
-    det = det_classes_for(det_root, opts, cfg.data.det_classes) if (det_root or cfg.data.det_classes) else []
+    det_root = data_cfg.det_val
+    det = det_classes_for(det_root, opts, data_cfg.det_classes) if (det_root or data_cfg.det_classes) else []
     return LabelSet(sorted(set(detection)), sorted(set(classification)), det)
 
 
-def _label_list(cfg: Config, labels: LabelSet) -> tuple[list[str], str]:
-    spec = cfg.wordtree.labels
+def _label_list(wordtree_cfg: WordTreeConfig, labels: LabelSet, opts: Mapping[str, Any] | None) -> tuple[list[str], str]:
+    spec = wordtree_cfg.labels
     if spec == "auto":
         return sorted(labels.all_wnids()), "labels found in the datasets"
     from wordtree_build import labelmaps
@@ -157,49 +157,53 @@ def _label_list(cfg: Config, labels: LabelSet) -> tuple[list[str], str]:
     elif spec == "9k":
         base, source = labelmaps.nine_k_wnids(), "9k.labels"
     else:
-        base, source = read_labels(spec, cfg.storage.options), spec
+        base, source = read_labels(spec, opts), spec
     extra = [c.wnid for c in labels.det_classes if c.wnid not in set(base)]
     return list(base) + extra, source
 
 
-def _fingerprint(cfg: Config, sources: Sequence[Source]) -> str:
+def _fingerprint(data_cfg: DataConfig, sources: Sequence[Source], opts: Mapping[str, Any] | None) -> str:
     # The labels depend only on annotation files and folder names, not on the images.
     uris = [s.annotations for s in sources if s.annotations and s.dataset == "coco"]
     names = []
     for s in sources:
         if s.dataset == "imagenet":
-            names += _imagenet_wnids(s, cfg.storage.options)
-    det = [storage.join(storage.normalize(cfg.data.det_val), DET_CLASSES_FILE)] if cfg.data.det_val else []
-    det += [cfg.data.det_classes] if cfg.data.det_classes else []
-    det = [u for u in det if storage.exists(u, cfg.storage.options)]
-    return manifest.stable_hash([manifest.fingerprint_uris(uris + det, cfg.storage.options), names,
+            names += _imagenet_wnids(s, opts)
+    d = data_cfg
+    det = [storage.join(storage.normalize(d.det_val), DET_CLASSES_FILE)] if d.det_val else []
+    det += [d.det_classes] if d.det_classes else []
+    det = [u for u in det if storage.exists(u, opts)]
+    return manifest.stable_hash([manifest.fingerprint_uris(uris + det, opts), names,
                                  sorted(s.dataset for s in sources)])
 
 
-def stage_key(cfg: Config, sources: Sequence[Source]) -> tuple[str, str]:
-    return _fingerprint(cfg, sources), cfg.hash("wordtree")
+def stage_key(wordtree_cfg: WordTreeConfig, data_cfg: DataConfig, sources: Sequence[Source],
+              opts: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """(inputs fingerprint, config hash) of the stage: the same pair finds the tree already built."""
+    return _fingerprint(data_cfg, sources, opts), sections_hash(wordtree=wordtree_cfg)
 
 
-def run_wordtree(cfg: Config, sources: Sequence[Source], out_uri: str) -> WordTreeResult:
-    """Build (or reuse) the WordTree for these sources and write it with its maps."""
+def run_wordtree(wordtree_cfg: WordTreeConfig, data_cfg: DataConfig, sources: Sequence[Source], out_uri: str,
+                 opts: Mapping[str, Any] | None = None) -> WordTreeResult:
+    """Build (or reuse) the WordTree for these sources and write it with its maps. ``data_cfg``
+    names the evaluation classes (``det_val``, ``det_classes``); ``opts``: storage options."""
     from wordtree_build import labelmaps
     from wordtree_build.build import build_wordtree
 
-    opts = cfg.storage.options
-    fp, ch = stage_key(cfg, sources)
+    fp, ch = stage_key(wordtree_cfg, data_cfg, sources, opts)
     if manifest.is_complete(out_uri, fp, ch, opts):
         m = manifest.read_manifest(out_uri, opts)
         log.info("wordtree: reusing %s (tree %s)", storage.redact_uri(out_uri), m.extra.get("tree_hash"))
         return WordTreeResult(out_uri, m.extra["tree_hash"], m.counts["nodes"], m.counts["labels"],
                               m.counts["det_seen"], m.counts["det_unseen"], cached=True)
 
-    labels = collect_labels(cfg, sources)
-    wnids, source = _label_list(cfg, labels)
+    labels = collect_labels(data_cfg, sources, opts)
+    wnids, source = _label_list(wordtree_cfg, labels, opts)
     if not wnids:
         raise StageError("wordtree: no labels found (configure data sources or set wordtree.labels)")
-    log.info("wordtree: building from %d labels (%s), root %s", len(wnids), source, cfg.wordtree.root)
-    tree, report = build_wordtree(wnids, root=cfg.wordtree.root, orphans=cfg.wordtree.orphans,
-                                  method=cfg.wordtree.method, source=source)
+    log.info("wordtree: building from %d labels (%s), root %s", len(wnids), source, wordtree_cfg.root)
+    tree, report = build_wordtree(wnids, root=wordtree_cfg.root, orphans=wordtree_cfg.orphans,
+                                  method=wordtree_cfg.method, source=source)
 
     tree.to_parquet(storage.join(out_uri, "tree.parquet"), opts)
     tree.to_darknet(out_uri, "wordtree", opts)
@@ -213,7 +217,7 @@ def run_wordtree(cfg: Config, sources: Sequence[Source], out_uri: str) -> WordTr
         log.warning("wordtree: %d DET classes have no node (skipped by evaluation): %s", len(missing),
                     ", ".join(missing[:10]))
     relation = labelmaps.det_relations(tree, [c.wnid for c in det], in_tree) if det else {}
-    split = labelmaps.seen_unseen(tree, [c.wnid for c in det], in_tree, cfg.wordtree.seen_rule) if det else {}
+    split = labelmaps.seen_unseen(tree, [c.wnid for c in det], in_tree, wordtree_cfg.seen_rule) if det else {}
     buf = io.StringIO()
     buf.write("wnid\tdet_id\tname\tnode\tsplit\trelation\n")
     for c in det:

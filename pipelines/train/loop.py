@@ -29,36 +29,38 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipelines.config import Config, config_from_dict
+from pipelines.config import EvalConfig, ModelConfig, TrainConfig, config_from_dict
 from pipelines.train import checkpoint as ckpt_io
 from pipelines.train.data import JointBatches, batch_split, multiscale_size
 from pipelines.train.optim import build_optimizer, learning_rate, param_groups, set_lr
 from pipelines.train.progress import PROGRESS_KEY
 from pipelines.train.tracking import Tracker, prediction_grid, system_tags
+from yolo_core.tree import Tree
 
 log = logging.getLogger("y9k.train")
 # Score threshold of the preview grids (eval.thresh is for mAP, far too low for a picture).
 PREVIEW_THRESH = 0.1
 
 
-def build_model(cfg: Config, tree: Any, anchors: list[list[float]] | None,
+def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, tree: Tree | None, anchors: list[list[float]] | None,
                 flat_classes: list[int] | None = None) -> torch.nn.Module:
     """The configured network; with a tree, one output per tree node; a YOLOv1 model has one
-    output per flat class, at the fixed input train.input_size."""
+    output per flat class, at the fixed input train.input_size. ``train_cfg``: its mode (a
+    classifier has no anchors) and input size."""
     from yolo_core.models import YOLOV1_MODELS, create_model
 
-    if cfg.model.name in YOLOV1_MODELS:
+    m = model_cfg
+    if m.name in YOLOV1_MODELS:
         if not flat_classes:
-            raise ValueError(f"model {cfg.model.name} (YOLOv1) needs its flat class list (the evaluated classes); "
+            raise ValueError(f"model {m.name} (YOLOv1) needs its flat class list (the evaluated classes); "
                              "train it through the pipeline (y9k run), which passes them")
-        return create_model(cfg.model.name, width=cfg.model.width, num_classes=len(flat_classes),
-                            size=cfg.train.input_size)
-    kw: dict[str, Any] = {"width": cfg.model.width}
+        return create_model(m.name, width=m.width, num_classes=len(flat_classes), size=train_cfg.input_size)
+    kw: dict[str, Any] = {"width": m.width}
     if tree is not None:
         kw["num_classes"] = tree.num_nodes
-    if anchors and cfg.train.mode != "classify":
+    if anchors and train_cfg.mode != "classify":
         kw["anchors"] = anchors
-    return create_model(cfg.model.name, **kw)
+    return create_model(m.name, **kw)
 
 
 def flat_label_map(parents: list[int], flat_classes: list[int]) -> torch.Tensor:
@@ -74,22 +76,21 @@ def flat_label_map(parents: list[int], flat_classes: list[int]) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long)
 
 
-def schedule_of(cfg: Config) -> dict[str, Any]:
+def schedule_of(t: TrainConfig) -> dict[str, Any]:
     """What fixes the meaning of a step: stored in checkpoints, checked on resume."""
-    t = cfg.train
     return {"optimizer": t.optimizer, "lr": t.lr, "policy": t.policy, "steps": list(t.steps), "scales": list(t.scales), "power": t.power,
             "burn_in": t.burn_in, "max_steps": t.max_steps, "batch_size": t.batch_size}
 
 
-def classify_loss(logits: torch.Tensor, label: torch.Tensor, tree: Any) -> dict[str, torch.Tensor]:
+def classify_loss(logits: torch.Tensor, label: torch.Tensor, tree: Tree | None) -> dict[str, torch.Tensor]:
     """Classifier loss: hierarchical cross-entropy through the tree, or flat softmax."""
     cls = tree.nll(logits, label).mean() if tree is not None else F.cross_entropy(logits, label)
     return {"total": cls, "cls": cls}
 
 
 @torch.no_grad()
-def log_predictions(model: torch.nn.Module, jpegs: list[bytes], cfg: Config, tree: Any, tracker: Tracker,
-                    step: int, device: torch.device) -> None:
+def log_predictions(model: torch.nn.Module, jpegs: list[bytes], eval_cfg: EvalConfig, tree: Tree | None,
+                    tracker: Tracker, step: int, device: torch.device) -> None:
     """Draw the model's detections on the fixed preview images and log the grid (rank 0 only)."""
     import io
 
@@ -103,15 +104,15 @@ def log_predictions(model: torch.nn.Module, jpegs: list[bytes], cfg: Config, tre
     if model.detection is not None:  # YOLOv1: darknet's plain resize to the fixed input
         x = torch.stack([resize(img, (model.net.width, model.net.height)) for img in images])
     else:
-        x = torch.stack([letterbox(img, cfg.eval.input_size)[0] for img in images])
+        x = torch.stack([letterbox(img, eval_cfg.input_size)[0] for img in images])
     model.eval()
     raw = model(x.to(device)).float()
     model.train()
     if model.detection is not None:
-        dets = detection.detect(raw, model.detection.spec, thresh=PREVIEW_THRESH, nms=cfg.eval.nms)
+        dets = detection.detect(raw, model.detection.spec, thresh=PREVIEW_THRESH, nms=eval_cfg.nms)
     else:
         dets = detect(raw, model.anchors, model.num_classes, tree=tree, thresh=PREVIEW_THRESH,
-                      hier_thresh=cfg.eval.hier_thresh, nms=cfg.eval.nms)
+                      hier_thresh=eval_cfg.hier_thresh, nms=eval_cfg.nms)
     tracker.log_image(prediction_grid(x, dets), f"predictions/step_{step:07d}.png")
 
 
@@ -127,12 +128,14 @@ def _quiet_report_log() -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One worker's training. ``config["cfg"]`` is the whole config (as a dict): the MLflow run
+    records every setting (params and config.yaml), and the loop reads the model, train, eval
+    and storage sections."""
     import ray.train
     import ray.train.torch
 
     from yolo_core.detection import DetectionLoss
     from yolo_core.region import RegionLoss
-    from yolo_core.tree import Tree
 
     cfg = config_from_dict(config["cfg"])
     t = cfg.train
@@ -146,7 +149,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # Model and optimizer.
     tree = Tree(config["tree"]["parents"]) if config.get("tree") else None
-    model = build_model(cfg, tree, config.get("anchors"), config.get("flat_classes"))
+    model = build_model(cfg.model, t, tree, config.get("anchors"), config.get("flat_classes"))
     optimizer = build_optimizer(param_groups(model, t.weight_decay), t)
 
     # Restore: the whole state from the latest checkpoint of this run, else a warm start.
@@ -155,7 +158,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state, worker = ckpt_io.read_checkpoint(d, rank)
-        ckpt_io.check_schedule(state["schedule"], schedule_of(cfg), str(checkpoint.path))
+        ckpt_io.check_schedule(state["schedule"], schedule_of(t), str(checkpoint.path))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seen, run_id, restored = state["step"], state["seen"], state.get("run_id") or run_id, True
@@ -255,7 +258,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batches.wait_s = 0.0
 
         if t.eval_every and step % t.eval_every == 0 and rank == 0 and config.get("preview"):
-            log_predictions(core, config["preview"], cfg, tree_dev, tracker, step, device)
+            log_predictions(core, config["preview"], cfg.eval, tree_dev, tracker, step, device)
 
         # Every worker reports at the same steps (a report is a collective in Ray Train); a step
         # that is both a log and a checkpoint step sends one report carrying both.
@@ -264,7 +267,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 state = None
                 if rank == 0:
                     state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                             "seen": seen, "run_id": run_id, "schedule": schedule_of(cfg)}
+                             "seen": seen, "run_id": run_id, "schedule": schedule_of(t)}
                 ckpt_io.write_checkpoint(d, rank, {"position": batches.position(), "step": step}, state)
                 tracker.flush()  # the logged metrics are durable before the checkpoint is
                 ray.train.report({**progress, "step": step, "seen": seen, "lr": lr},

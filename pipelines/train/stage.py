@@ -80,14 +80,14 @@ def preview_images(shards: Sequence[str], count: int, storage_options: dict[str,
     return out
 
 
-def _run_id(cfg: Config, out_uri: str, tracking_uri: str, tags: dict[str, str]) -> str:
+def _run_id(experiment: str, out_uri: str, tracking_uri: str, tags: dict[str, str],
+            opts: dict[str, Any] | None) -> str:
     """The MLflow run of this training run: created once, reused by every resume."""
-    opts = cfg.storage.options
     run_file = storage.join(out_uri, RUN_FILE)
     if storage.exists(run_file, opts):
         return storage.read_json(run_file, opts)["run_id"]
     name = out_uri.rstrip("/").rsplit("/", 1)[-1]
-    run_id = create_run(tracking_uri, cfg.mlflow.experiment, f"train-{name}", {"stage": "train", **tags})
+    run_id = create_run(tracking_uri, experiment, f"train-{name}", {"stage": "train", **tags})
     storage.write_json(run_file, {"run_id": run_id, "tracking_uri": storage.redact_uri(tracking_uri)}, opts)
     return run_id
 
@@ -105,7 +105,12 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
               out_uri: str, stop_after: int | None = None, flat_classes: Sequence[int] | None = None) -> TrainResult:
     """Train (or resume) on the shard directories; ``stop_after`` ends this call at that step
     with a checkpoint (the schedule still spans ``train.max_steps``). ``flat_classes``: the
-    tree node of each class of a YOLOv1 model (see ``pipelines.train.loop``)."""
+    tree node of each class of a YOLOv1 model (see ``pipelines.train.loop``).
+
+    The whole config, not a few sections: the MLflow run records every setting (params and
+    config.yaml), and training reads the train, model, eval (preview images), storage and mlflow
+    sections. Start Ray first, as the job and `y9k train` do:
+    ``ensure_ray(cfg.ray, cpus_needed(cfg.train))`` (pipelines.stages)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -123,7 +128,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     rows_by_kind = check_rows(list(shards), t, opts)
     tree_payload, tags = _tree_payload(tree)
     tracking_uri = cfg.mlflow.resolved_tracking_uri()
-    run_id = _run_id(cfg, out_uri, tracking_uri, tags)
+    run_id = _run_id(cfg.mlflow.experiment, out_uri, tracking_uri, tags, opts)
     log_shard_inputs(tracking_uri, run_id, list(shards), TRAINING, opts)
     epochs = epochs_per_pass(rows_by_kind, t)
     if epochs > 1:

@@ -88,7 +88,7 @@ def rank_main(rank: int, world: int, port: int, cfg_dict: dict[str, Any], parent
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(t.seed + rank)
     tree = Tree(parents)
-    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg, tree, None))
+    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg.model, cfg.train, tree, None))
     core = model.module
     optimizer = build_optimizer(param_groups(model, t.weight_decay), t)
     loss_fn = RegionLoss(core.anchors.detach().cpu(), core.num_classes, tree=tree, variant=t.loss_variant,

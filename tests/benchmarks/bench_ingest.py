@@ -102,7 +102,7 @@ def main() -> None:
     def project(source: Source = src, n: int = args.images) -> None:
         cfg = load_config("demo", [f"storage.root={tmp / 'out' / str(next(counter))}", f"data.max_side={MAX_SIDE}",
                                    f"data.jpeg_quality={QUALITY}"])
-        r = ingest_source(cfg, tree, source, mapper=LabelMapper(tree))
+        r = ingest_source(cfg.data, cfg.storage, tree, source, mapper=LabelMapper(tree))
         assert r.images_accepted == n, r
 
     # (result key, Ray's num_cpus, the cores the driver and every Ray process may use)

@@ -111,7 +111,7 @@ def sibling_diagnostic(root: Path, eval_dir: Path, overrides: list[str], world_n
     from pipelines.stages.wordtree import load_det_classes
 
     cfg = load_config("demo", [f"storage.root={root}", *overrides])
-    layout = Layout.of(cfg)
+    layout = Layout.of(cfg.storage)
     rows = load_det_classes(layout.wordtree)
     wnids, names = [r["wnid"] for r in rows], [r["name"] for r in rows]
     files = shard_files(layout.splits_for(EVALUATE))

@@ -50,7 +50,7 @@ def sample_shards(root: Path, cfg) -> tuple[list[str], object]:
     from wordtree_build.build import build_wordtree
     from wordtree_build.labelmaps import COCO_CATEGORIES
 
-    sample = Path(Layout.of(cfg).sample)
+    sample = Path(Layout.of(cfg.storage).sample)
     generate(str(sample), seed=0, scale="small")
     point_config_at_sample_data(cfg)
     wnids = {c.wnid for c in COCO_CATEGORIES}
@@ -58,7 +58,7 @@ def sample_shards(root: Path, cfg) -> tuple[list[str], object]:
     wnids |= {line.split("\t")[0] for line in (sample / "imagenet_det" / "det_classes.tsv").read_text().splitlines()
               if line.strip()}
     tree, _ = build_wordtree(sorted(wnids))
-    run_ingest(cfg, tree, sources_from_config(cfg))
+    run_ingest(cfg.data, cfg.storage, cfg.ray, tree, sources_from_config(cfg.data, cfg.storage.options))
     shards = sorted(str(p) for p in (root / "shards").iterdir() if p.name.endswith("-train"))
     return shards, tree
 
@@ -73,7 +73,7 @@ def compute_only_images_per_s(cfg, tree_parents, batch: int, size: int) -> dict[
 
     torch.set_num_threads(1)
     tree = Tree(tree_parents)
-    model = build_model(cfg, tree, None)
+    model = build_model(cfg.model, cfg.train, tree, None)
     opt = build_optimizer(param_groups(model, 0.0005), cfg.train)
     set_lr(opt, 1e-3)
     loss_fn = RegionLoss(model.anchors, model.num_classes, tree=tree)

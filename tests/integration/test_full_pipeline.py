@@ -173,6 +173,11 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, mon
     import ray
 
     from pipelines.cli import main
+    from pipelines.config import load_config
+    from pipelines.train.data import cpus_needed
+
+    cores = os.cpu_count()
+    train_cpus = cpus_needed(load_config("demo", [s for s in _sets(root) if s != "--set"]).train)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -182,25 +187,31 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, mon
     caplog.set_level(logging.INFO)
     try:
         capsys.readouterr()
-        assert main(["ingest", *_sets(root)]) == 0
+        # Ingest starts Ray for itself, never sized from the train settings (more training
+        # workers than cores here: ingest does not hash them, so its sources stay up to date).
+        assert main(["ingest", *_sets(root, f"train.num_workers={cores + 1}")]) == 0
         assert "4 sources (4 up to date)" in caplog.text, caplog.text[-3000:]
+        assert ray.cluster_resources()["CPU"] == cores
         assert main(["anchors", *_sets(root)]) == 0
         assert "(up to date, skipped)" in capsys.readouterr().out
         saved = json.loads((root / "anchors" / "anchors.json").read_text())
         assert saved["shards"] == [str(root / "shards/coco-train")]
+
+        # Same inputs and config: every stage is cached, nothing new is registered. The job
+        # trains, so the process's local Ray grows to what training holds (3 CPUs on 2 cores).
+        capsys.readouterr()
+        assert main(["run", *_sets(root)]) == 0
+        again = capsys.readouterr().out
+        assert set(_statuses(again).values()) == {"cached"}, again
+        assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+        assert ray.cluster_resources()["CPU"] == max(cores, train_cpus)
+
         job_train = re.search(r"train: \w+ mode on .*", out)
         assert job_train, out[-3000:]
         caplog.clear()
         assert main(["train", *_sets(root), "--stop-after", "1"]) == 0
         assert re.search(r"train: \w+ mode on .*", caplog.text).group(0) == job_train.group(0)
         assert "imagenet_det-val" not in job_train.group(0) and "coco-val" not in job_train.group(0)
-
-        # Same inputs and config: every stage is cached, nothing new is registered.
-        capsys.readouterr()
-        assert main(["run", *_sets(root)]) == 0
-        again = capsys.readouterr().out
-        assert set(_statuses(again).values()) == {"cached"}, again
-        assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
 
         # The plan of a changed config: training and everything after it would run again.
         assert main(["run", *_sets(root, "train.lr=0.002"), "--dry-run"]) == 0

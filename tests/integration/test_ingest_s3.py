@@ -88,13 +88,13 @@ def test_ingest_s3_same_rows_as_local(s3_endpoint, tmp_path):
         storage.write_bytes(f"s3://datasets/coco/{f.relative_to(tmp_path / 'coco')}", f.read_bytes(), opts)
 
     local_cfg = load_config("demo", [f"storage.root={tmp_path / 'out'}", "data.max_side=128"])
-    local = ingest_source(local_cfg, tree, Source("coco", "train", images=str(tmp_path / "coco" / "images"),
+    local = ingest_source(local_cfg.data, local_cfg.storage, tree, Source("coco", "train", images=str(tmp_path / "coco" / "images"),
                                                   annotations=str(tmp_path / "coco" / "instances.json")),
                           mapper=LabelMapper(tree))
     s3_cfg = load_config("demo", ["storage.root=s3://pipeline/y9k", "data.max_side=128"])
     s3_cfg.storage.options = opts
     src = Source("coco", "train", images="s3://datasets/coco/images", annotations="s3://datasets/coco/instances.json")
-    remote = ingest_source(s3_cfg, tree, src, mapper=LabelMapper(tree))
+    remote = ingest_source(s3_cfg.data, s3_cfg.storage, tree, src, mapper=LabelMapper(tree))
     assert remote.shards_uri == "s3://pipeline/y9k/shards/coco-train"
     assert (remote.images_accepted, remote.boxes_accepted, remote.objects_rejected) == (6, 12, 1)
 
@@ -113,8 +113,8 @@ def test_ingest_s3_same_rows_as_local(s3_endpoint, tmp_path):
                             filesystem=storage.filesystem(remote.rejects_uri, opts)[0]).to_pylist()
     assert [(r["record"], r["reason"]) for r in rejects] == [("annotation 999", "unknown image id")]
     # Re-running against the bucket is a no-op; the anchors stage reads the shards from S3 too.
-    assert ingest_source(s3_cfg, tree, src, mapper=LabelMapper(tree)).skipped
+    assert ingest_source(s3_cfg.data, s3_cfg.storage, tree, src, mapper=LabelMapper(tree)).skipped
     s3_cfg.anchors.k, s3_cfg.anchors.k_max, s3_cfg.anchors.restarts = 2, 3, 2
-    anchors = run_anchors(s3_cfg)
+    anchors = run_anchors(s3_cfg.anchors, s3_cfg.storage, s3_cfg.ray)
     assert anchors.num_boxes == 12 and len(anchors.anchors) == 2
     assert storage.exists("s3://pipeline/y9k/anchors/curve.png", opts)

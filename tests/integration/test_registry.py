@@ -137,7 +137,7 @@ def test_evaluation_is_logged_into_the_training_run(server, logged):
     split = {"n02094114": "seen", "n02121808": "unseen"}
     summary = M.summarize(res.ap50, gt.class_ids, split)
     drawn = [("a", plots.draw_detections(noise_image(32, 0), preds.boxes, preds.scores, ["Norfolk terrier < terrier < dog"]))]
-    assert log_evaluation(cfg, summary, M.table_to_csv(M.per_class_table(gt, res, split)), plots.pr_curves(res, gt.class_names),
+    assert log_evaluation(cfg.mlflow, summary, M.table_to_csv(M.per_class_table(gt, res, split)), plots.pr_curves(res, gt.class_names),
                           drawn, run_id, None) == run_id
     client = mlflow.MlflowClient(server)
     metrics = client.get_run(run_id).data.metrics
@@ -148,7 +148,7 @@ def test_evaluation_is_logged_into_the_training_run(server, logged):
     csv_text = io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/eval/per_class.csv"))
     assert pd.read_csv(csv_text)["ap50"].tolist() == [1.0, 0.0]
     # Without a run id, a new evaluation run linked to the training run.
-    other = log_evaluation(cfg, summary, "class\n", plots.pr_curves(res, gt.class_names), [], None, run_id)
+    other = log_evaluation(cfg.mlflow, summary, "class\n", plots.pr_curves(res, gt.class_names), [], None, run_id)
     assert other != run_id and client.get_run(other).data.tags["y9k.train_run_id"] == run_id
 
 

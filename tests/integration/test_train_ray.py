@@ -308,7 +308,7 @@ def test_fast_yolo_trains_on_flat_classes(cluster, shards, tmp_path):
     assert {a.path for a in MlflowClient(uri).list_artifacts(result.run_id, "predictions")} == \
         {"predictions/step_0000002.png"}  # the preview grid through the v1 decode
     state, _ = read_checkpoint(result.checkpoint_uri, 0)
-    model = build_model(cfg, None, None, [1, 2])
+    model = build_model(cfg.model, cfg.train, None, None, [1, 2])
     model.load_state_dict(state["model"])
     assert model.num_classes == 2 and model.net.width == 64
     (dets,) = Detector(model, thresh=0.0)([Image.new("RGB", (80, 60), (200, 40, 40))])

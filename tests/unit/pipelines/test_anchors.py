@@ -55,8 +55,8 @@ def test_anchors_stage_on_shards(ray_local, tmp_path, voc_wh):
     _write_shards(tmp_path, "coco-val", np.full((30, 2), 0.9))
     cfg = load_config("demo", [f"storage.root={tmp_path}", "anchors.k=5", "anchors.k_max=6", "anchors.input_size=416",
                                "anchors.restarts=3"])
-    assert [Path(d).name for d in Layout.of(cfg).splits_for(ANCHORS)] == ["coco-train", "voc-trainval"]
-    res = run_anchors(cfg)
+    assert [Path(d).name for d in Layout.of(cfg.storage).splits_for(ANCHORS)] == ["coco-train", "voc-trainval"]
+    res = run_anchors(cfg.anchors, cfg.storage, cfg.ray)
     print("\n" + res.summary())
     # The same clustering on the same boxes (stored as float32; row order may differ, so the
     # k-means++ draws may too: compare within a tolerance).
@@ -73,11 +73,11 @@ def test_anchors_stage_on_shards(ray_local, tmp_path, voc_wh):
     with Image.open(out / "curve.png") as im:
         assert im.format == "PNG" and im.size[0] > 300
     assert manifest.read_manifest(str(out)).counts["boxes"] == len(voc_wh)
-    again = run_anchors(cfg)
+    again = run_anchors(cfg.anchors, cfg.storage, cfg.ray)
     assert again.skipped and again.anchors == res.anchors
 
 
 def test_anchors_without_shards_is_a_clear_error(tmp_path):
     cfg = load_config("demo", [f"storage.root={tmp_path}"])
     with pytest.raises(StageError, match="run `y9k ingest` first"):
-        run_anchors(cfg)
+        run_anchors(cfg.anchors, cfg.storage, cfg.ray)

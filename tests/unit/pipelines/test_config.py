@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import CONFIG_DIR, Config, ConfigError, config_from_dict, load_config
+from pipelines.config import CONFIG_DIR, Config, ConfigError, config_from_dict, load_config, sections_hash
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
@@ -96,3 +96,9 @@ def test_hash_depends_on_values():
     assert load_config("demo").hash("train") == load_config("demo").hash("train")
     assert load_config("demo", ["train.lr=0.5"]).hash("train") != load_config("demo").hash("train")
     assert load_config("demo", ["train.lr=0.5"]).hash("data") == load_config("demo").hash("data")
+    # A stage given only its sections keys its cache the same way (records of earlier runs stay valid).
+    cfg = load_config("yolo9000", ["storage.options.secret=a"])
+    assert sections_hash(anchors=cfg.anchors) == cfg.hash("anchors")
+    assert sections_hash(model=cfg.model, train=cfg.train) == cfg.hash("model", "train")
+    assert sections_hash(storage=cfg.storage) == load_config("yolo9000").hash("storage")
+    assert cfg.storage.options == {"secret": "a"}  # the hash's copy was stripped, not the config

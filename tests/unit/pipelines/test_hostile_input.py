@@ -192,10 +192,10 @@ def test_mistyped_source_folder_is_an_error_unless_allowed(tmp_path, tree9k):
     src = Source("imagenet", "train", images=str(tmp_path / "imagenet" / "trian"))
     cfg = load_config("demo", [f"storage.root={tmp_path / 'out'}"])
     with pytest.raises(StageError, match=r"imagenet-train: no images found in .*trian.*data\.allow_empty"):
-        ingest_source(cfg, tree9k, src, mapper=LabelMapper(tree9k))
+        ingest_source(cfg.data, cfg.storage, tree9k, src, mapper=LabelMapper(tree9k))
     assert not (tmp_path / "out" / "shards" / "imagenet-train" / "manifest.json").exists()
     allowed = load_config("demo", [f"storage.root={tmp_path / 'out'}", "data.allow_empty=true"])
-    res = ingest_source(allowed, tree9k, src, mapper=LabelMapper(tree9k))  # no records: Ray is never asked
+    res = ingest_source(allowed.data, allowed.storage, tree9k, src, mapper=LabelMapper(tree9k))  # no records: Ray is never asked
     assert (res.images_in, res.images_accepted) == (0, 0)
     assert (tmp_path / "out" / "shards" / "imagenet-train" / "manifest.json").exists()
 

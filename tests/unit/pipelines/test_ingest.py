@@ -54,7 +54,7 @@ def _read_rejects(uri: str) -> list[dict]:
 def test_coco_mini_every_annotation_accounted(ray_local, tree9k, tmp_path):
     coco = shared_path("coco_mini")
     cfg = _cfg(tmp_path)
-    res = run_ingest(cfg, tree9k, [coco_source(str(coco / "train2017"), "train"),
+    res = run_ingest(cfg.data, cfg.storage, cfg.ray, tree9k, [coco_source(str(coco / "train2017"), "train"),
                                    coco_source(str(coco / "val2017"), "val")])
     for r, split in zip(res.sources, ("train", "val")):
         data = json.loads((coco / "annotations" / f"instances_{split}2017.json").read_text())
@@ -98,7 +98,8 @@ def test_coco_box_matches_annotation(ray_local, tree9k, tmp_path):
     """A kept box is the annotation's [x, y, w, h] normalized to (cx, cy, w, h)."""
     coco = shared_path("coco_mini")
     data = json.loads((coco / "annotations" / "instances_val2017.json").read_text())
-    res = run_ingest(_cfg(tmp_path), tree9k, [coco_source(str(coco / "val2017"), "val")])
+    c = _cfg(tmp_path)
+    res = run_ingest(c.data, c.storage, c.ray, tree9k, [coco_source(str(coco / "val2017"), "val")])
     rows = {r["image_id"]: r for r in _read_rows(res.sources[0].shards_uri)}
     by_id = {im["id"]: im for im in data["images"]}
     checked = 0
@@ -119,7 +120,8 @@ def test_det_val2_every_xml_parses_and_missing_images_are_rejects(tree9k, tmp_pa
     ann = shared_path("imagenet", "det_val2", "Annotations")
     n_xml = len(list(ann.glob("*.xml")))
     # No image reaches Ray here, so the stage runs on the driver only.
-    res = ingest_source(_cfg(tmp_path), tree9k, det_source(str(ann.parent)), mapper=LabelMapper(tree9k))
+    c = _cfg(tmp_path)
+    res = ingest_source(c.data, c.storage, tree9k, det_source(str(ann.parent)), mapper=LabelMapper(tree9k))
     assert res.images_in == n_xml == 9917
     assert res.objects_in == 26782
     assert res.rejects_by_reason == {"missing image": 9917, "image rejected": 26782}
@@ -145,7 +147,8 @@ def test_det_val2_with_generated_images(ray_local, tree9k, tmp_path):
         w, h = int(root.findtext("size/width")), int(root.findtext("size/height"))
         n_obj += len(root.findall("object"))
         Image.new("RGB", (w, h), (90, 120, 150)).save(tmp_path / "det" / "Data" / f"{f.stem}.JPEG", quality=80)
-    res = ingest_source(_cfg(tmp_path / "out"), tree9k, det_source(str(tmp_path / "det")),
+    c = _cfg(tmp_path / "out")
+    res = ingest_source(c.data, c.storage, tree9k, det_source(str(tmp_path / "det")),
                         mapper=LabelMapper(tree9k))
     assert res.images_in == res.images_accepted == 40
     assert res.objects_in == n_obj
@@ -161,14 +164,15 @@ def test_rerun_is_noop_and_interrupted_output_is_invisible(ray_local, tree9k, tm
     coco = shared_path("coco_mini")
     cfg = _cfg(tmp_path)
     src = coco_source(str(coco / "val2017"), "val")
-    first = run_ingest(cfg, tree9k, [src]).sources[0]
+    first = run_ingest(cfg.data, cfg.storage, cfg.ray, tree9k, [src]).sources[0]
     files = shard_files(first.shards_uri)
     mtimes = {f: Path(f).stat().st_mtime_ns for f in files}
-    again = run_ingest(cfg, tree9k, [src]).sources[0]
+    again = run_ingest(cfg.data, cfg.storage, cfg.ray, tree9k, [src]).sources[0]
     assert again.skipped and again.images_accepted == first.images_accepted
     assert {f: Path(f).stat().st_mtime_ns for f in shard_files(again.shards_uri)} == mtimes
     # A different config is a different output: the stage runs again.
-    other = run_ingest(_cfg(tmp_path, "data.jpeg_quality=70"), tree9k, [src]).sources[0]
+    c = _cfg(tmp_path, "data.jpeg_quality=70")
+    other = run_ingest(c.data, c.storage, c.ray, tree9k, [src]).sources[0]
     assert not other.skipped
     # A run cut before its manifest leaves a directory that readers refuse.
     Path(manifest.manifest_uri(other.shards_uri)).unlink()
@@ -179,7 +183,7 @@ def test_rerun_is_noop_and_interrupted_output_is_invisible(ray_local, tree9k, tm
 def test_shard_size_target(ray_local, tree9k, tmp_path):
     coco = shared_path("coco_mini")
     cfg = _cfg(tmp_path, "data.shard_mb=0.25")
-    r = run_ingest(cfg, tree9k, [coco_source(str(coco / "train2017"), "train")]).sources[0]
+    r = run_ingest(cfg.data, cfg.storage, cfg.ray, tree9k, [coco_source(str(coco / "train2017"), "train")]).sources[0]
     sizes = [f["bytes"] for f in r.files]
     assert len(sizes) >= 3
     assert sum(f["rows"] for f in r.files) == r.images_accepted
@@ -190,9 +194,9 @@ def test_shard_size_target(ray_local, tree9k, tmp_path):
 def test_sample_data_tiny(ray_local, tree9k, tmp_path):
     sample_data = pytest.importorskip("pipelines.sample_data")
     cfg = _cfg(tmp_path)
-    sample_data.generate(Layout.of(cfg).sample, seed=0, scale="tiny")
+    sample_data.generate(Layout.of(cfg.storage).sample, seed=0, scale="tiny")
     point_config_at_sample_data(cfg)
-    res = run_ingest(cfg, tree9k, sources_from_config(cfg))
+    res = run_ingest(cfg.data, cfg.storage, cfg.ray, tree9k, sources_from_config(cfg.data, cfg.storage.options))
     by = {r.source: r for r in res.sources}
     assert set(by) == {"coco-train", "coco-val", "imagenet-train", "imagenet_det-val"}
     for r in res.sources:

@@ -93,7 +93,8 @@ def _by_record(rejects: list[dict]) -> dict[str, str]:
 def test_coco_each_reject_reason(ray_local, tree9k, tmp_path):
     root = _coco_dataset(tmp_path / "coco")
     src = Source("coco", "train", images=str(root / "images"), annotations=str(root / "instances.json"))
-    res = ingest_source(_cfg(tmp_path / "out"), tree9k, src, mapper=LabelMapper(tree9k))
+    c = _cfg(tmp_path / "out")
+    res = ingest_source(c.data, c.storage, tree9k, src, mapper=LabelMapper(tree9k))
     rej = _rejects(res)
     images = {r["record"]: r for r in rej if r["level"] == "image"}
     assert images["image 1"]["reason"] == "duplicate id" and images["image 1"]["field"] == "id"
@@ -127,7 +128,8 @@ def test_coco_each_reject_reason(ray_local, tree9k, tmp_path):
 def test_coco_drop_label_keeps_the_image(ray_local, tree9k, tmp_path):
     root = _coco_dataset(tmp_path / "coco")
     src = Source("coco", "train", images=str(root / "images"), annotations=str(root / "instances.json"))
-    res = ingest_source(_cfg(tmp_path / "out", "data.unmapped=drop_label"), tree9k, src, mapper=LabelMapper(tree9k))
+    c = _cfg(tmp_path / "out", "data.unmapped=drop_label")
+    res = ingest_source(c.data, c.storage, tree9k, src, mapper=LabelMapper(tree9k))
     rows = {r["image_id"]: r for f in shard_files(res.shards_uri) for r in pq.read_table(f).to_pylist()}
     assert set(rows) == {"coco/train/1", "coco/train/6"}
     assert rows["coco/train/6"]["box_labels"] == ["dog"]
@@ -140,7 +142,8 @@ def test_malformed_json_file(tree9k, tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "bad.json").write_text('{"images": [\n {"id": 1,, }]}')
     src = Source("coco", "val", images=str(tmp_path / "images"), annotations=str(tmp_path / "bad.json"))
-    res = ingest_source(_cfg(tmp_path / "out"), tree9k, src, mapper=LabelMapper(tree9k))
+    c = _cfg(tmp_path / "out")
+    res = ingest_source(c.data, c.storage, tree9k, src, mapper=LabelMapper(tree9k))
     (r,) = _rejects(res)
     assert r["reason"] == "malformed JSON" and r["field"] == "line 2 column 11" and r["record"] == "bad.json"
     assert (res.images_in, res.images_rejected) == (1, 1)
@@ -165,7 +168,7 @@ def test_det_xml_reject_reasons(ray_local, tree9k, tmp_path):
     (ann / "img2.xml").write_text("<annotation><filename>img2</filename><object><name>x</name>")  # malformed
     (ann / "img3.xml").write_text(_xml("img3", [(CHIHUAHUA, (5, 5, 30, 30))]))  # no image file
     cfg = _cfg(tmp_path / "out", "data.unmapped=drop_label")
-    res = ingest_source(cfg, tree9k, Source("imagenet_det", "val", images=str(data), annotations=str(ann)),
+    res = ingest_source(cfg.data, cfg.storage, tree9k, Source("imagenet_det", "val", images=str(data), annotations=str(ann)),
                         mapper=LabelMapper(tree9k, wordnet=load_wordnet))
     rej = {r["record"]: r for r in _rejects(res)}
     assert rej["img1/object[1]"]["reason"] == "unknown wnid"
@@ -195,7 +198,8 @@ def test_imagenet_folders_and_tars(ray_local, tree9k, tmp_path):
         (folders / CHIHUAHUA / f"{CHIHUAHUA}_{i}.JPEG").write_bytes(_jpeg(i, (300, 200)))
     (folders / CHIHUAHUA / "notes.txt").write_text("not an image")
     (folders / "not_a_wnid" / "x_1.JPEG").write_bytes(_jpeg(9))
-    res = ingest_source(_cfg(tmp_path / "o1"), tree9k, Source("imagenet", "train", images=str(folders)),
+    c = _cfg(tmp_path / "o1")
+    res = ingest_source(c.data, c.storage, tree9k, Source("imagenet", "train", images=str(folders)),
                         mapper=LabelMapper(tree9k))
     rej = {r["record"]: r["reason"] for r in _rejects(res)}
     assert rej == {"imagenet/train/notes": "corrupt image", "not_a_wnid/x_1.JPEG": "unknown wnid"}
@@ -211,7 +215,8 @@ def test_imagenet_folders_and_tars(ray_local, tree9k, tmp_path):
             info.size = len(blob)
             t.addfile(info, io.BytesIO(blob))
     (tars / "n00000000.tar").write_bytes(b"not a tar archive" * 40)
-    res = ingest_source(_cfg(tmp_path / "o2"), tree9k, Source("imagenet", "train", images=str(tars)),
+    c = _cfg(tmp_path / "o2")
+    res = ingest_source(c.data, c.storage, tree9k, Source("imagenet", "train", images=str(tars)),
                         mapper=LabelMapper(tree9k))
     rej = {r["record"]: r["reason"] for r in _rejects(res)}
     # n00000000 is well formed but has no node: its tar is not opened, and is one corrupt record.
@@ -228,7 +233,8 @@ def test_strict_fails_at_first_reject(ray_local, tree9k, tmp_path):
     root = _coco_dataset(tmp_path / "coco")
     src = Source("coco", "train", images=str(root / "images"), annotations=str(root / "instances.json"))
     with pytest.raises(IngestRejectError, match=r"instances.json: record image 1, field 'id': duplicate id"):
-        ingest_source(_cfg(tmp_path / "out", "data.strict=true"), tree9k, src, mapper=LabelMapper(tree9k))
+        c = _cfg(tmp_path / "out", "data.strict=true")
+        ingest_source(c.data, c.storage, tree9k, src, mapper=LabelMapper(tree9k))
     # A reject found by a worker (the image bytes) stops the run too, with the same kind of message.
     img = tmp_path / "c2" / "images"
     img.mkdir(parents=True)
@@ -238,7 +244,8 @@ def test_strict_fails_at_first_reject(ray_local, tree9k, tmp_path):
                                                           "categories": []}))
     src = Source("coco", "train", images=str(img), annotations=str(tmp_path / "c2" / "i.json"))
     with pytest.raises(IngestRejectError, match=r"1.jpg: record coco/train/1, field 'image': corrupt image") as e:
-        ingest_source(_cfg(tmp_path / "out2", "data.strict=true"), tree9k, src, mapper=LabelMapper(tree9k))
+        c = _cfg(tmp_path / "out2", "data.strict=true")
+        ingest_source(c.data, c.storage, tree9k, src, mapper=LabelMapper(tree9k))
     assert "Traceback" not in str(e.value)
 
 

@@ -339,8 +339,8 @@ def test_batch_inference_and_evaluate_stage(ray_local, det_shard, tmp_path):
 
     cfg = load_config("demo", ["eval.input_size=64", "eval.draw_images=2", f"storage.root={tmp_path}"])
     out = tmp_path / "eval"
-    res = run_evaluate(cfg, crafted_model(), [str(det_shard)], tree(), DET_CLASSES, str(out), split=SPLIT,
-                       log_mlflow=False)
+    res = run_evaluate(cfg.eval, cfg.ray, None, crafted_model(), [str(det_shard)], tree(), DET_CLASSES, str(out),
+                       split=SPLIT)
     ap_norfolk = res.per_class[0]["ap50"]
     assert 0.2 <= ap_norfolk <= 1.0  # the exact box is found, among equal-scored others
     assert res.per_class[1]["ap50"] == 0.0  # the tiny cat box is missed
@@ -360,8 +360,8 @@ def test_batch_inference_and_evaluate_stage(ray_local, det_shard, tmp_path):
                           np.concatenate([d.classes for d in dets]))
     assert M.ap50(gt, preds).ap50[0] == pytest.approx(ap_norfolk)
 
-    again = run_evaluate(cfg, crafted_model(), [str(det_shard)], tree(), DET_CLASSES, str(out), split=SPLIT,
-                         log_mlflow=False)
+    again = run_evaluate(cfg.eval, cfg.ray, None, crafted_model(), [str(det_shard)], tree(), DET_CLASSES, str(out),
+                         split=SPLIT)
     assert again.skipped and again.metrics == res.metrics
 
 

@@ -487,7 +487,8 @@ def test_wordtree_stage_picks_up_the_depot_labels(depot_tiny, tmp_path):
     cfg = load_config("demo", [f"storage.root={tmp_path}"])
     for key, rel in SAMPLE_DATA.items():
         setattr(cfg.data, key, str(root / rel))
-    result = run_wordtree(cfg, sources_from_config(cfg), str(tmp_path / "wordtree"))
+    result = run_wordtree(cfg.wordtree, cfg.data, sources_from_config(cfg.data, cfg.storage.options),
+                          str(tmp_path / "wordtree"), cfg.storage.options)
     truth = dict(line.split("\t") for line in (root / "imagenet_det" / "seen_unseen.tsv").read_text().splitlines())
     got = {r["wnid"]: r["split"] for r in load_det_classes(str(tmp_path / "wordtree"))}
     assert got == truth and (result.seen, result.unseen) == (s.det_seen, s.det_unseen)

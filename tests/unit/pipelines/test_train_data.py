@@ -13,6 +13,7 @@ from pipelines.train.data import (
     JointBatches,
     batch_split,
     canvas_size,
+    cpus_needed,
     multiscale_size,
     pad_boxes,
     resize_images,
@@ -297,11 +298,24 @@ def test_training_refuses_a_cluster_with_no_cpu_left_for_a_stream(ray_local):
     assert _stream_cpu_limits(TrainConfig(mode="joint", num_workers=2, data_cpus=4)) == {"det": 2.0, "cls": 2.0}
 
 
-def test_local_ray_holds_what_training_needs():
+def test_local_ray_holds_what_the_job_will_run():
+    """A local Ray is sized from what its caller will run: the job's training need when training
+    is among its stages (1 worker + one CPU per data stream), the machine's cores otherwise;
+    ray.num_cpus overrides both. (Which size `y9k ingest` / `y9k run` actually start is checked
+    on a real instance in tests/integration/test_full_pipeline.py.)"""
     import os
 
-    from pipelines.config import load_config
+    from pipelines import dag, job
+    from pipelines.config import RayConfig, load_config
     from pipelines.stages import local_cpus
 
-    assert local_cpus(load_config("demo")) == max(os.cpu_count(), 3)  # 1 worker + 2 streams
-    assert local_cpus(load_config("demo", ["train.mode=detect"])) == max(os.cpu_count(), 2)
+    cores = os.cpu_count()
+    demo, detect = load_config("demo"), load_config("demo", ["train.mode=detect"])
+    everything = job.build_stages()
+    assert job.cpus_needed(demo, everything) == cpus_needed(demo.train) == 3
+    assert job.cpus_needed(detect, everything) == 2
+    assert job.cpus_needed(demo, dag.select(everything, ["ingest", "anchors"], None)) == 0
+    assert local_cpus(RayConfig(), job.cpus_needed(demo, everything)) == max(cores, 3)
+    assert local_cpus(RayConfig(), job.cpus_needed(detect, everything)) == max(cores, 2)
+    assert local_cpus(RayConfig(), 0) == cores
+    assert local_cpus(RayConfig(num_cpus=7), 99) == 7

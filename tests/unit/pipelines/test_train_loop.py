@@ -15,12 +15,12 @@ PARENTS = [-1, 0, 0, 1, 1, 1]  # root, two children, three grandchildren under n
 def test_build_model_sizes_the_head_from_the_tree_and_anchors():
     cfg = load_config("demo", ["model.name=yolo9000", "model.width=0.0625"])
     tree = Tree(PARENTS)
-    model = build_model(cfg, tree, [[1.0, 2.0], [3.0, 4.0]])
+    model = build_model(cfg.model, cfg.train, tree, [[1.0, 2.0], [3.0, 4.0]])
     assert model.num_classes == 6 and model.num_anchors == 2
     assert torch.equal(model.anchors, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 2 * (5 + 6), 2, 2)
-    clf = build_model(load_config("demo", ["model.name=darknet19", "model.width=0.0625", "train.mode=classify"]),
-                      tree, [[1.0, 2.0]])
+    clf_cfg = load_config("demo", ["model.name=darknet19", "model.width=0.0625", "train.mode=classify"])
+    clf = build_model(clf_cfg.model, clf_cfg.train, tree, [[1.0, 2.0]])
     assert clf(torch.rand(2, 3, 64, 64)).shape == (2, 6)
 
 
@@ -39,7 +39,7 @@ def test_classify_loss_is_hierarchical_with_a_tree_and_flat_without():
 
 def test_schedule_of_holds_what_gives_a_step_its_lr():
     cfg = load_config("demo")
-    s = schedule_of(cfg)
+    s = schedule_of(cfg.train)
     assert s["lr"] == cfg.train.lr and s["steps"] == cfg.train.steps and s["max_steps"] == cfg.train.max_steps
-    assert schedule_of(load_config("demo", ["train.lr=0.5"]))["lr"] == 0.5
-    assert schedule_of(load_config("demo", ["train.optimizer=sgd"]))["optimizer"] == "sgd"
+    assert schedule_of(load_config("demo", ["train.lr=0.5"]).train)["lr"] == 0.5
+    assert schedule_of(load_config("demo", ["train.optimizer=sgd"]).train)["optimizer"] == "sgd"

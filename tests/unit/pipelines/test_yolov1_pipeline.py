@@ -39,16 +39,16 @@ def test_adapt_config_to_model_changes_only_what_yolov1_fixes():
 
 def test_build_model_sizes_yolov1_from_the_flat_classes():
     cfg = load_config("demo", ["model.name=yolov1", "model.width=0.0625", "train.input_size=64"])
-    model = build_model(cfg, None, None, [4, 7, 9])
+    model = build_model(cfg.model, cfg.train, None, None, [4, 7, 9])
     assert (model.num_classes, model.net.width, model.detection.spec.num) == (3, 64, 2)
     with pytest.raises(ValueError, match="flat class list"):
-        build_model(cfg, None, None)
+        build_model(cfg.model, cfg.train, None, None)
 
 
 def test_detector_takes_darknets_v1_path():
     torch.manual_seed(0)
     cfg = load_config("demo", ["model.name=fast_yolo", "model.width=0.125", "train.input_size=64"])
-    model = build_model(cfg, None, None, [1, 2, 3]).eval()
+    model = build_model(cfg.model, cfg.train, None, None, [1, 2, 3]).eval()
     img = Image.new("RGB", (120, 80), (30, 120, 200))
     (got,) = Detector(model, thresh=0.0, nms=0.4, device="cpu")([img])
     with torch.no_grad():
