@@ -25,7 +25,7 @@ Every stage is skipped when its record matches its inputs and config, so resubmi
 after a crash continues from the first unfinished stage. Exit status: 0 on success, 1 when a
 stage fails (the message names it), 2 for a bad config or command line.
 
-This file is ``y9k run`` (:mod:`pipelines.cli.general`) under a path Ray can run: the same
+This file is ``y9k run`` (:mod:`pipelines.cli.run`) under a path Ray can run: the same
 parser, options and behaviour. It needs the project importable (installed, or the job's
 ``--working-dir``, which Ray puts on the job's PYTHONPATH).
 """

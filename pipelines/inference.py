@@ -31,6 +31,7 @@ import torch
 from pipelines import storage
 from pipelines.errors import PipelineError
 from pipelines.shards import INFERENCE_COLUMNS
+from yolo_core.tree import Tree
 
 
 def hierarchical_label(node: int, names: Sequence[str], parents: Sequence[int], levels: int = 3) -> str:
@@ -112,7 +113,7 @@ class Detector:
     ``compound=True`` decodes trees as darknet HEAD's code does (``Tree.decode``).
     """
 
-    def __init__(self, model: torch.nn.Module, tree: Any = None, input_size: int = 416, thresh: float = 0.24,
+    def __init__(self, model: torch.nn.Module, tree: Tree | None = None, input_size: int = 416, thresh: float = 0.24,
                  hier_thresh: float = 0.5, nms: float = 0.45, class_subset: Sequence[int] | None = None,
                  device: str | torch.device | None = None, compound: bool = False, backend: str = "auto",
                  precision: str = "auto", onnx_model: Any = None) -> None:
@@ -193,7 +194,7 @@ class Detector:
 class _ShardPredictor:
     """Ray Data actor: one Detector per actor, fed shard batches (pyarrow tables)."""
 
-    def __init__(self, model: Any, tree: Any, settings: dict[str, Any]) -> None:
+    def __init__(self, model: Any, tree: Tree | None, settings: dict[str, Any]) -> None:
         import ray
 
         if isinstance(model, ray.ObjectRef):
@@ -220,7 +221,7 @@ class _ShardPredictor:
                         schema=PREDICTION_SCHEMA)
 
 
-def predict_shards(model: torch.nn.Module, shard_uris: Sequence[str], out_uri: str, *, tree: Any = None,
+def predict_shards(model: torch.nn.Module, shard_uris: Sequence[str], out_uri: str, *, tree: Tree | None = None,
                    class_subset: Sequence[int] | None = None, input_size: int = 416, thresh: float = 0.005,
                    hier_thresh: float = 0.5, nms: float = 0.45, batch_size: int = 16,
                    num_actors: int | None = None, use_gpu: bool | None = None,

@@ -35,6 +35,13 @@ SPLIT_ROLES: dict[str, frozenset[str]] = {
 # Which roles feed training in each train.mode.
 TRAIN_ROLES = {"classify": (CLASSIFY,), "detect": (DETECT,), "joint": (DETECT, CLASSIFY)}
 
+# Files a stage writes into its directory that later stages (and commands) read.
+TREE_FILE = "tree.parquet"  # the WordTree, in <root>/wordtree
+ANCHORS_FILE = "anchors.json"  # the anchors and their curve, in <root>/anchors
+# The evaluation class table (wnid, det_id, name, ...): the wordtree stage writes one, and one
+# beside a DET source (at its root) names that source's classes.
+DET_CLASSES_FILE = "det_classes.tsv"
+
 # Where `pipelines.sample_data.generate` puts each dataset (relative to its output), by the
 # data.* key that points at it.
 SAMPLE_DATA = {"coco_train": "coco/images/train", "coco_val": "coco/images/val",
@@ -72,7 +79,7 @@ class Layout:
 
     @property
     def tree(self) -> str:
-        return self.uri("wordtree", "tree.parquet")
+        return self.uri("wordtree", TREE_FILE)
 
     @property
     def shards(self) -> str:
@@ -90,7 +97,7 @@ class Layout:
 
     @property
     def anchors_json(self) -> str:
-        return self.uri("anchors", "anchors.json")
+        return self.uri("anchors", ANCHORS_FILE)
 
     def train_dir(self, name: str) -> str:
         """A training run directory: ``<root>/train/<mode>`` for `y9k train`, ``run-<hash>`` for the job."""

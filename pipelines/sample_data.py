@@ -57,7 +57,7 @@ from PIL import Image, ImageDraw
 
 from pipelines import storage
 from pipelines.errors import PipelineError
-from pipelines.layout import SAMPLE_DATA
+from pipelines.layout import DET_CLASSES_FILE, SAMPLE_DATA
 
 # ---------------------------------------------------------------------------------------------
 # The design, in one table.
@@ -669,7 +669,7 @@ def _det_val(out: str, count: int, seed: int, side: tuple[int, int],
         storage.write_bytes(storage.join(out, SAMPLE_DATA["det_val"], "Annotations", "DET", "val", f"{name}.xml"),
                             _voc_xml(name, w, h, placed), options)
         boxes += len(placed)
-    storage.write_text(storage.join(out, SAMPLE_DATA["det_val"], "det_classes.tsv"),
+    storage.write_text(storage.join(out, SAMPLE_DATA["det_val"], DET_CLASSES_FILE),
                        "".join(f"{wnid}\t{det_id}\t{name}\n" for wnid, det_id, name, _ in classes), options)
     storage.write_text(storage.join(out, SAMPLE_DATA["det_val"], "seen_unseen.tsv"),
                        "".join(f"{wnid}\t{status}\n" for wnid, _, _, status in classes), options)

@@ -24,6 +24,9 @@ from pipelines import manifest, storage
 from pipelines.errors import StageError
 
 SCHEMA_VERSION = 1
+# The values of ``kind``: a detection row has boxes, a classification row an image-level label.
+DETECTION = "detection"
+CLASSIFICATION = "classification"
 SHARD_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("kind", pa.string()),
     ("source_uri", pa.string()), ("image", pa.binary()),
@@ -35,6 +38,7 @@ SHARD_SCHEMA = pa.schema([
 TRAIN_COLUMNS = ["image_id", "kind", "image", "boxes", "box_nodes", "image_node"]
 GROUND_TRUTH_COLUMNS = ["image_id", "orig_width", "orig_height", "boxes", "box_labels"]
 INFERENCE_COLUMNS = ["image_id", "image", "orig_width", "orig_height"]
+PREVIEW_COLUMNS = ["kind", "image"]
 BOX_COLUMNS = ["boxes"]
 KIND_COLUMNS = ["kind"]
 

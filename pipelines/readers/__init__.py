@@ -24,9 +24,12 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
+
+if TYPE_CHECKING:
+    from wordtree_build.tree import WordTree
 
 # Reject reasons (the `reason` column of the rejects table).
 CORRUPT = "corrupt image"
@@ -128,7 +131,7 @@ def image_record(*, image_id: str, dataset: str, split: str, kind: str, uri: str
 class LabelMapper:
     """Label -> (WordTree node, None) or (-1, reject reason), with the rules of the module doc."""
 
-    def __init__(self, tree: Any, wordnet: Callable[[], Any] | None = None) -> None:
+    def __init__(self, tree: WordTree, wordnet: Callable[[], Any] | None = None) -> None:
         self.tree = tree
         self._wordnet = wordnet  # a loader, called at most once and only when needed
         self._wn: Any = None

@@ -41,6 +41,7 @@ from pipelines.readers import (
     reject,
     stated_side,
 )
+from pipelines.shards import DETECTION
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -199,7 +200,7 @@ def read_coco(source: Source, mapper: LabelMapper, unmapped: str = "reject",
                                for r in im["records"])
             continue
         res.records.append(image_record(
-            image_id=f"{prefix}{im['id']}", dataset="coco", split=source.split, kind="detection", uri=uri,
+            image_id=f"{prefix}{im['id']}", dataset="coco", split=source.split, kind=DETECTION, uri=uri,
             stated_size=im["size"], boxes=im["boxes"], box_nodes=im["nodes"], box_labels=im["labels"],
             box_records=im["records"]))
     return res

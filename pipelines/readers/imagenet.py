@@ -31,6 +31,7 @@ from pipelines.readers import (
     image_record,
     reject,
 )
+from pipelines.shards import CLASSIFICATION
 
 
 def read_imagenet(source: Source, mapper: LabelMapper, unmapped: str = "reject",
@@ -64,7 +65,7 @@ def read_imagenet(source: Source, mapper: LabelMapper, unmapped: str = "reject",
             continue
         seen.add(image_id)
         res.records.append(image_record(image_id=image_id, dataset="imagenet", split=source.split,
-                                        kind="classification", uri=uri, image_node=node, image_label=wnid))
+                                        kind=CLASSIFICATION, uri=uri, image_node=node, image_label=wnid))
     return res
 
 
@@ -85,8 +86,8 @@ def expand_tar(container: Mapping[str, Any], storage_options: Mapping[str, Any] 
                 data = tar.extractfile(member).read()
                 stem = member.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
                 yield image_record(image_id=f"imagenet/{split}/{stem}", dataset="imagenet", split=split,
-                                   kind="classification", uri=f"{uri}#{member.name}", image_node=container["node"],
+                                   kind=CLASSIFICATION, uri=f"{uri}#{member.name}", image_node=container["node"],
                                    image_label=wnid, payload=None if why else data, why=why)
     except (tarfile.TarError, OSError, EOFError) as e:
         yield image_record(image_id=f"imagenet/{split}/{wnid}.tar", dataset="imagenet", split=split,
-                           kind="classification", uri=uri, image_label=wnid, why=CORRUPT, why_detail=str(e))
+                           kind=CLASSIFICATION, uri=uri, image_label=wnid, why=CORRUPT, why_detail=str(e))

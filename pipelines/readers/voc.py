@@ -43,6 +43,7 @@ from pipelines.readers import (
     reject,
     stated_side,
 )
+from pipelines.shards import DETECTION
 
 _BATCH = 1000  # XML files fetched per fs.cat call
 
@@ -199,5 +200,5 @@ def _parse_one(source: Source, uri: str, blob: bytes, images: dict[str, str], ma
         return
     seen.add(image_id)
     res.records.append(image_record(
-        image_id=image_id, dataset=source.dataset, split=source.split, kind="detection", uri=image_uri,
+        image_id=image_id, dataset=source.dataset, split=source.split, kind=DETECTION, uri=image_uri,
         stated_size=size, boxes=boxes, box_nodes=nodes, box_labels=labels, box_records=recs))

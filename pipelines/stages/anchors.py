@@ -30,7 +30,7 @@ import numpy as np
 from pipelines import manifest, storage
 from pipelines.config import AnchorsConfig, RayConfig, StorageConfig, sections_hash
 from pipelines.errors import StageError
-from pipelines.layout import ANCHORS, Layout
+from pipelines.layout import ANCHORS, ANCHORS_FILE, Layout
 from pipelines.shards import BOX_COLUMNS, shard_files
 from yolo_core.kmeans import avg_iou_curve, best_possible_recall
 
@@ -122,7 +122,7 @@ def run_anchors(anchors_cfg: AnchorsConfig, storage_cfg: StorageConfig, ray_cfg:
     fingerprint = manifest.fingerprint_uris(shards, opts)
     chash = sections_hash(anchors=a)
     if manifest.is_complete(out_uri, fingerprint, chash, opts):
-        saved = storage.read_json(storage.join(out_uri, "anchors.json"), opts)
+        saved = storage.read_json(storage.join(out_uri, ANCHORS_FILE), opts)
         known = {k: v for k, v in saved.items() if k in AnchorsResult.__dataclass_fields__}
         return AnchorsResult(**{**known, "out_uri": out_uri, "skipped": True})
 
@@ -144,13 +144,13 @@ def run_anchors(anchors_cfg: AnchorsConfig, storage_cfg: StorageConfig, ray_cfg:
               "restarts": a.restarts, "seed": a.seed, "anchors_normalized": best.centroids.round(6).tolist(),
               "darknet": res.darknet_line(), "shards": [storage.redact_uri(s) for s in shards]}
     record.pop("skipped")
-    storage.write_json(storage.join(out_uri, "anchors.json"), record, opts)
+    storage.write_json(storage.join(out_uri, ANCHORS_FILE), record, opts)
     storage.write_json(storage.join(out_uri, "curve.json"), curve, opts)
     title = f"IoU k-means ({a.centroid} centroids), {len(wh)} boxes"
     storage.write_bytes(storage.join(out_uri, "curve.png"), _plot(curve, a.k, title), opts)
     manifest.commit(out_uri, manifest.Manifest(
         stage="anchors", inputs_fingerprint=fingerprint, config_hash=chash,
         counts={"boxes": int(len(wh)), "shard_dirs": len(shards)},
-        files=["anchors.json", "curve.json", "curve.png"], extra={"avg_iou": res.avg_iou}), opts)
+        files=[ANCHORS_FILE, "curve.json", "curve.png"], extra={"avg_iou": res.avg_iou}), opts)
     log.info("%s", res.summary())
     return res

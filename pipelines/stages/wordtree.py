@@ -26,11 +26,11 @@ from typing import Any
 from pipelines import manifest, storage
 from pipelines.config import DataConfig, WordTreeConfig, sections_hash
 from pipelines.errors import StageError
+from pipelines.layout import DET_CLASSES_FILE, TREE_FILE
 from pipelines.readers import Source, is_wnid
 
 log = logging.getLogger(__name__)
 
-DET_CLASSES_FILE = "det_classes.tsv"
 
 
 @dataclass
@@ -205,7 +205,7 @@ def run_wordtree(wordtree_cfg: WordTreeConfig, data_cfg: DataConfig, sources: Se
     tree, report = build_wordtree(wnids, root=wordtree_cfg.root, orphans=wordtree_cfg.orphans,
                                   method=wordtree_cfg.method, source=source)
 
-    tree.to_parquet(storage.join(out_uri, "tree.parquet"), opts)
+    tree.to_parquet(storage.join(out_uri, TREE_FILE), opts)
     tree.to_darknet(out_uri, "wordtree", opts)
     in_tree = [w for w in labels.detection if w in tree]
     coco_nodes = [tree.index(w) for w in labels.detection if w in tree]
@@ -232,7 +232,7 @@ def run_wordtree(wordtree_cfg: WordTreeConfig, data_cfg: DataConfig, sources: Se
         stage="wordtree", inputs_fingerprint=fp, config_hash=ch,
         counts={"nodes": result.nodes, "labels": result.labels, "det_seen": seen, "det_unseen": result.unseen,
                 "groups": tree.num_groups},
-        files=["tree.parquet", "wordtree.tree", "wordtree.names", "wordtree.labels", "coco.map", "det.map",
+        files=[TREE_FILE, "wordtree.tree", "wordtree.names", "wordtree.labels", "coco.map", "det.map",
                DET_CLASSES_FILE, "report.json"],
         extra={"tree_hash": result.tree_hash, "label_source": source, "orphans": report.orphans},
     ), opts)
@@ -245,7 +245,7 @@ def load_tree(out_uri: str, opts: Mapping[str, Any] | None = None):
     """The WordTree written by this stage."""
     from wordtree_build.tree import WordTree
 
-    return WordTree.from_parquet(storage.join(out_uri, "tree.parquet"), opts)
+    return WordTree.from_parquet(storage.join(out_uri, TREE_FILE), opts)
 
 
 def load_det_classes(out_uri: str, opts: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

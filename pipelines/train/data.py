@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from pipelines.config import TrainConfig
 from pipelines.errors import PipelineError
-from pipelines.shards import KIND_COLUMNS, TRAIN_COLUMNS, shard_files
+from pipelines.shards import CLASSIFICATION, DETECTION, KIND_COLUMNS, TRAIN_COLUMNS, shard_files
 
 # Darknet keeps at most 30 truth boxes per image (region_layer.c); later ones are cut.
 MAX_BOXES = 30
@@ -43,7 +43,7 @@ FINAL_STEPS_AT_MAX = 200
 MIN_STEPS_PER_PASS = 500
 MAX_EPOCHS_PER_PASS = 64
 # The training streams and the shard rows (``kind``) each one reads.
-STREAM_KIND = {"det": "detection", "cls": "classification"}
+STREAM_KIND = {"det": DETECTION, "cls": CLASSIFICATION}
 
 
 class ShardDataError(PipelineError):
@@ -132,9 +132,9 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
         nodes = list(nodes_in[i] or [])
         if len(nodes) != len(b):
             raise _row_error(image_id, "box_nodes", f"{len(nodes)} labels for {len(b)} boxes")
-        if kinds[i] == "detection" and any(n < 0 for n in nodes):
+        if kinds[i] == DETECTION and any(n < 0 for n in nodes):
             raise _row_error(image_id, "box_nodes", f"negative node index in {nodes}")
-        if kinds[i] == "classification" and (image_node[i] is None or image_node[i] < 0):
+        if kinds[i] == CLASSIFICATION and (image_node[i] is None or image_node[i] < 0):
             raise _row_error(image_id, "image_node", f"classification row without a label node ({image_node[i]})")
         rng = np.random.default_rng([seed, zlib.crc32(image_id.encode()), entropy])
         a = yolo_augment(img, torch.from_numpy(b), size, rng=rng, **AUGMENT)
@@ -145,7 +145,7 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
         boxes_out.append(b.tolist())
         nodes_out.append(nodes)
     pb, pl, cut = pad_boxes(boxes_out, nodes_out)
-    label = np.asarray([n if k == "classification" else -1 for n, k in zip(image_node, kinds)], np.int64)
+    label = np.asarray([n if k == CLASSIFICATION else -1 for n, k in zip(image_node, kinds)], np.int64)
     return {"image": out_img, "boxes": pb, "labels": pl, "image_label": label, "cut_boxes": cut + lost}
 
 

@@ -26,7 +26,7 @@ from pipelines import manifest, storage
 from pipelines.config import Config
 from pipelines.errors import StageError
 from pipelines.lineage import TRAINING, log_shard_inputs
-from pipelines.shards import shard_files
+from pipelines.shards import DETECTION, PREVIEW_COLUMNS, shard_files
 from pipelines.train.data import (
     batch_split,
     check_rows,
@@ -72,8 +72,8 @@ def preview_images(shards: Sequence[str], count: int, storage_options: dict[str,
     out: list[bytes] = []
     for f in shard_files(shards, storage_options):
         fs, path = storage.filesystem(f, storage_options)
-        table = pq.read_table(path, columns=["kind", "image"], filesystem=fs)
-        table = table.filter(pc.equal(table["kind"], "detection"))
+        table = pq.read_table(path, columns=PREVIEW_COLUMNS, filesystem=fs)
+        table = table.filter(pc.equal(table["kind"], DETECTION))
         out.extend(table["image"].to_pylist()[: count - len(out)])
         if len(out) >= count:
             return out

@@ -65,7 +65,7 @@ def test_anchors_stage_on_shards(ray_local, tmp_path, voc_wh):
     assert res.avg_iou == pytest.approx(want.avg_iou, abs=0.002) and res.avg_iou > 0.6
     assert 0 < res.best_possible_recall <= 1 and res.num_boxes == len(voc_wh)
     out = tmp_path / "anchors"
-    saved = json.loads((out / "anchors.json").read_text())
+    saved = json.loads(Path(Layout.of(cfg.storage).anchors_json).read_text())  # where `y9k train` reads it
     assert saved["anchors"] == res.anchors and saved["darknet"].startswith("anchors = ")
     curve = json.loads((out / "curve.json").read_text())
     assert [c["k"] for c in curve] == list(range(1, 7))

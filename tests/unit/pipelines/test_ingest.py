@@ -20,7 +20,7 @@ from pipelines.config import load_config
 from pipelines.errors import StageError
 from pipelines.layout import Layout, point_config_at_sample_data
 from pipelines.readers import LabelMapper
-from pipelines.shards import SHARD_SCHEMA, shard_files
+from pipelines.shards import CLASSIFICATION, DETECTION, SHARD_SCHEMA, shard_files
 from pipelines.stages.ingest import (
     coco_source,
     det_source,
@@ -204,7 +204,9 @@ def test_sample_data_tiny(ray_local, tree9k, tmp_path):
         assert r.images_in == r.images_accepted + r.images_rejected
         assert r.objects_in == r.boxes_accepted + r.objects_rejected
     cls_rows = _read_rows(by["imagenet-train"].shards_uri)
-    assert cls_rows and all(r["kind"] == "classification" for r in cls_rows)
+    assert cls_rows and all(r["kind"] == CLASSIFICATION for r in cls_rows)
+    assert {r["kind"] for r in _read_rows(by["coco-train"].shards_uri)} == {DETECTION}
+    assert {r["kind"] for r in _read_rows(by["imagenet_det-val"].shards_uri)} == {DETECTION}
     for r in cls_rows:
         assert tree9k.wnids[r["image_node"]] == r["image_label"] == r["image_id"].rsplit("/", 1)[1].split("_")[0]
         assert r["boxes"] == [] and r["box_nodes"] == []

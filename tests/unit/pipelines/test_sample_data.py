@@ -478,8 +478,9 @@ def test_config_and_cli_offer_exactly_the_generators_worlds():
 def test_wordtree_stage_picks_up_the_depot_labels(depot_tiny, tmp_path):
     """The wordtree stage, on the depot world's files, finds its coarse, fine and DET classes
     and splits the DET classes into the world's seen / unseen ground truth."""
+    from pipelines.cli.common import load_tree
     from pipelines.config import load_config
-    from pipelines.layout import SAMPLE_DATA
+    from pipelines.layout import SAMPLE_DATA, Layout
     from pipelines.stages.ingest import sources_from_config
     from pipelines.stages.wordtree import load_det_classes, run_wordtree
 
@@ -488,7 +489,9 @@ def test_wordtree_stage_picks_up_the_depot_labels(depot_tiny, tmp_path):
     for key, rel in SAMPLE_DATA.items():
         setattr(cfg.data, key, str(root / rel))
     result = run_wordtree(cfg.wordtree, cfg.data, sources_from_config(cfg.data, cfg.storage.options),
-                          str(tmp_path / "wordtree"), cfg.storage.options)
+                          Layout.of(cfg.storage).wordtree, cfg.storage.options)
+    # The commands find the tree the stage wrote where the layout says it is.
+    assert load_tree(cfg.storage, None).content_hash() == result.tree_hash
     truth = dict(line.split("\t") for line in (root / "imagenet_det" / "seen_unseen.tsv").read_text().splitlines())
     got = {r["wnid"]: r["split"] for r in load_det_classes(str(tmp_path / "wordtree"))}
     assert got == truth and (result.seen, result.unseen) == (s.det_seen, s.det_unseen)

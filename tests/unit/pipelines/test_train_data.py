@@ -130,12 +130,12 @@ def test_joint_batches_mix_streams_and_resume_position(ordered):
 
 
 def _shard_table(rows: list[dict]):
+    """Rows as training reads them: the shard schema's training columns."""
     import pyarrow as pa
 
-    schema = pa.schema([("image_id", pa.string()), ("kind", pa.string()), ("image", pa.binary()),
-                        ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_nodes", pa.list_(pa.int32())),
-                        ("image_node", pa.int32())])
-    return pa.Table.from_pylist(rows, schema=schema)
+    from pipelines.shards import SHARD_SCHEMA, TRAIN_COLUMNS
+
+    return pa.Table.from_pylist(rows, schema=pa.schema([SHARD_SCHEMA.field(c) for c in TRAIN_COLUMNS]))
 
 
 def _jpeg(w: int, h: int, box_px: tuple[int, int, int, int] | None = None) -> bytes:
