@@ -58,7 +58,7 @@ def test_each_column_trains_evaluates_and_lands_in_the_table(ablation):
     from pipelines.layout import Layout
     from pipelines.stages.wordtree import load_det_classes
 
-    classes = len(load_det_classes(Layout.of(cfg).wordtree))
+    classes = len(load_det_classes(Layout.of(cfg.storage).wordtree))
     expected = table2.build_detector(table2.settings("yolo", cfg.model.table2), classes, 0.0625)
     assert v1.bflops == pytest.approx(count_flops(expected, 64, 64), rel=1e-3)
 
