@@ -247,10 +247,8 @@ def stream_passes(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> dict[st
         rows = max(1, rows_by_kind.get(STREAM_KIND[name], 0))
         per_micro = n * tcfg.num_workers
         need = micro_batches * per_micro
-        if rows >= MIN_STEPS_PER_PASS * per_micro:
-            out[name] = StreamPass(1, need if need <= rows else None)
-            continue
-        epochs = min(math.ceil(need / rows), MAX_EPOCHS_PER_PASS)
+        long_epoch = rows >= MIN_STEPS_PER_PASS * per_micro
+        epochs = 1 if long_epoch else min(math.ceil(need / rows), MAX_EPOCHS_PER_PASS)
         out[name] = StreamPass(epochs, need if epochs * rows >= need else None)
     return out
 
