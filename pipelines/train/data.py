@@ -42,6 +42,8 @@ FINAL_STEPS_AT_MAX = 200
 # Ray Data execution), at most MAX_EPOCHS_PER_PASS (see stream_passes).
 MIN_STEPS_PER_PASS = 500
 MAX_EPOCHS_PER_PASS = 64
+# Rows per decode + augment call (``map_batches``), and so per block the training workers receive.
+DECODE_BATCH = 16
 # The training streams and the shard rows (``kind``) each one reads.
 STREAM_KIND = {"det": DETECTION, "cls": CLASSIFICATION}
 
@@ -257,17 +259,37 @@ def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_opti
                       passes: Mapping[str, StreamPass] | None = None) -> dict[str, Any]:
     """The mode's streams (lazy Ray Datasets): rows of one kind, sized by ``passes`` (see
     :func:`stream_passes`; default one epoch each), decoded and augmented."""
+    from ray.data import DataContext
+
     out = {}
-    for name in batch_split(tcfg):
-        p = (passes or {}).get(name, StreamPass(1, None))
-        ds = read_shards(shard_uris, storage_options, p.epochs, seed=tcfg.seed, kind=STREAM_KIND[name])
-        if p.rows is not None:
-            ds = ds.limit(p.rows)  # before decoding: rows past the cut are never decoded
-        out[name] = ds.map_batches(
-            decode_augment, batch_format="pyarrow", batch_size=16,
-            fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
-        )
+    ctx = DataContext.get_current()
+    before = ctx.target_max_block_size
+    # A Dataset keeps the context it was created in: these streams' blocks hold one decode batch.
+    ctx.target_max_block_size = stream_block_bytes(tcfg)
+    try:
+        for name in batch_split(tcfg):
+            p = (passes or {}).get(name, StreamPass(1, None))
+            ds = read_shards(shard_uris, storage_options, p.epochs, seed=tcfg.seed, kind=STREAM_KIND[name])
+            if p.rows is not None:
+                ds = ds.limit(p.rows)  # before decoding: rows past the cut are never decoded
+            out[name] = ds.map_batches(
+                decode_augment, batch_format="pyarrow", batch_size=DECODE_BATCH,
+                fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
+            )
+    finally:
+        ctx.target_max_block_size = before
     return out
+
+
+def stream_block_bytes(tcfg: TrainConfig) -> int:
+    """The largest block of a training stream: one decode batch of uint8 images at the canvas size
+    (and the rows it was read from, which are smaller).
+
+    Ray Data's default (128 MB) held ~850 decoded 224-px images per block: a decode task yielded
+    nothing until it had decoded that many, and one task decoded a whole pass's repeated rows on
+    one core (training waited ~40 s for its first batch in the train benchmark, issue 20). Small
+    blocks stream from the first decode batch on and spread a pass over the stream's CPUs."""
+    return DECODE_BATCH * canvas_size(tcfg) ** 2 * 3 + (1 << 16)
 
 
 def stream_cpu_limits(tcfg: TrainConfig, data_cpus: float) -> dict[str, float]:

@@ -33,7 +33,7 @@ from pipelines.config import EvalConfig, ModelConfig, TrainConfig, config_from_d
 from pipelines.train import checkpoint as ckpt_io
 from pipelines.train.data import JointBatches, batch_split, multiscale_size
 from pipelines.train.optim import build_optimizer, learning_rate, param_groups, set_lr
-from pipelines.train.progress import PROGRESS_KEY
+from pipelines.train.progress import ProgressSender
 from pipelines.train.tracking import Tracker, prediction_grid, system_tags
 from yolo_core.tree import Tree
 
@@ -213,6 +213,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     micro = sum(counts.values())
     use_amp = t.amp and device.type == "cuda"
     stop = min(t.max_steps, config.get("stop_after") or t.max_steps)
+    progress_out = ProgressSender(config.get("progress_queue") if rank == 0 else None)
 
     sums: dict[str, float] = defaultdict(float)
     window_start, window_steps, window_cut, window_unmapped = time.perf_counter(), 0, 0, 0
@@ -262,8 +263,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             })
             tracker.log_metrics(metrics, step=step)
             # The same window for the driver's console (see pipelines/train/progress.py).
-            progress = {**metrics, PROGRESS_KEY: True, "step": step, "window_steps": window_steps,
-                        "step_s": elapsed / window_steps}
+            progress = {**metrics, "step": step, "window_steps": window_steps, "step_s": elapsed / window_steps}
+            progress_out.send(progress)
             sums.clear()
             window_start, window_steps, window_cut, window_unmapped = time.perf_counter(), 0, 0, 0
             batches.wait_s = 0.0
@@ -272,8 +273,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             log_predictions(core, config["preview"], cfg.eval, tree_dev if flat_of_node is None else None, tracker,
                             step, device)
 
-        # Every worker reports at the same steps (a report is a collective in Ray Train); a step
-        # that is both a log and a checkpoint step sends one report carrying both.
+        # Every worker reports at the same steps (a report is a collective in Ray Train), and only
+        # with a checkpoint: each report waits for the controller's poll (progress.py says why).
         if step % t.checkpoint_every == 0 or step == stop:
             with tempfile.TemporaryDirectory() as d:
                 state = None
@@ -285,9 +286,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ray.train.report({**progress, "step": step, "seen": seen, "lr": lr},
                                  checkpoint=ray.train.Checkpoint.from_directory(d),
                                  checkpoint_dir_name=f"checkpoint_{step:09d}")
-        elif progress:
-            ray.train.report(progress)
     batches.close()
+    progress_out.close()
     if step >= t.max_steps:
         tracker.finish("FINISHED")
     else:

@@ -1,13 +1,18 @@
-"""Training progress on the driver's console, reported through Ray Train.
+"""Training progress on the driver's console, sent by rank 0 straight to the driver's queue.
 
-Workers do not print. At every ``train.log_every`` steps each worker calls ``ray.train.report``
-with its window metrics (the ones rank 0 logs to MLflow) marked ``progress``; Ray Train's
-controller hands each report to :class:`TrainProgressCallback`, which puts rank 0's into a Ray
-queue, and :class:`TrainProgress`, a thread on the driver, prints it: a tqdm bar on a terminal,
-else one line per report::
+Workers do not print. At every ``train.log_every`` steps rank 0 sends its window metrics (the
+ones it logs to MLflow) to a Ray queue with :class:`ProgressSender`, without waiting, and
+:class:`TrainProgress`, a thread on the driver, prints them: a tqdm bar on a terminal, else one
+line per window::
 
     train: step 40/400  loss 12.3456 (coord 0.512 obj 1.204 noobj 3.100 cls 7.530)  lr 1.00e-03
     12.4 images/s  data wait 3%  ETA 6m12s
+
+Why not ``ray.train.report``: a report is a barrier over all workers and waits until Ray Train's
+controller has taken the previous one off its one-slot queue, which it polls every
+``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s). Reporting every log window held training to one
+window per poll: 80 images/s where the same run makes 200+ (tests/benchmarks/bench_train.py,
+issue 20). Workers report to Ray Train at checkpoints only.
 """
 
 from __future__ import annotations
@@ -19,14 +24,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from ray.train import UserCallback
-
 from pipelines.progress import format_duration, is_terminal
 
 log = logging.getLogger("y9k.train")
 
-# The key that marks a training report as a progress report (a checkpoint report may carry one too).
-PROGRESS_KEY = "progress"
 # Loss parts shown on the console, in this order (the MLflow run holds every part).
 LOSS_PARTS = ("coord", "obj", "noobj", "cls")
 
@@ -44,7 +45,7 @@ class TrainProgress:
     """Driver side: a queue the controller callback fills, and a thread that prints it.
 
         with TrainProgress(max_steps) as progress:
-            TorchTrainer(..., run_config=RunConfig(callbacks=[progress.callback()])).fit()
+            TorchTrainer(..., train_loop_config={..., "progress_queue": progress.queue}).fit()
     """
 
     def __init__(self, max_steps: int, stream: TextIO | None = None, terminal: bool | None = None) -> None:
@@ -60,9 +61,6 @@ class TrainProgress:
         self._thread = threading.Thread(target=self._run, name="train-progress", daemon=True)
         self._bar = None
         self._first: tuple[float, int] | None = None
-
-    def callback(self) -> Any:
-        return TrainProgressCallback(self.queue)
 
     def __enter__(self) -> TrainProgress:
         self._thread.start()
@@ -129,12 +127,29 @@ class TrainProgress:
             self.show(m)
 
 
-class TrainProgressCallback(UserCallback):
-    """Runs on Ray Train's controller: forwards rank 0's progress reports to the driver's queue."""
+class ProgressSender:
+    """Worker side (rank 0): puts each window's metrics on the driver's queue without waiting for
+    the queue actor; :meth:`close` waits for the last one (calls from one caller run in order, so
+    every window has arrived when it returns). ``queue`` None sends nothing (other ranks)."""
 
     def __init__(self, queue: Any) -> None:
-        self.queue = queue
+        self.queue, self._last = queue, None
 
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if metrics and metrics[0].get(PROGRESS_KEY):
-            self.queue.put_nowait(dict(metrics[0]))
+    def send(self, metrics: Mapping[str, Any]) -> None:
+        if self.queue is None:
+            return
+        try:
+            self._last = self.queue.actor.put_nowait.remote(dict(metrics))
+        except Exception as e:  # the driver's queue is gone: progress is lost, training is not
+            log.debug("train progress not sent: %s", e)
+            self.queue = None
+
+    def close(self, timeout: float = 10.0) -> None:
+        import ray
+
+        if self._last is not None:
+            try:
+                ray.get(self._last, timeout=timeout)
+            except Exception as e:
+                log.debug("train progress: last window not confirmed: %s", e)
+            self._last = None

@@ -138,8 +138,9 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     fs = _storage_filesystem(out_uri, opts)
     if fs is not None:  # with an explicit filesystem Ray wants the path inside it, no scheme
         parent = parent.split("://", 1)[1]
+    progress = TrainProgress(t.max_steps)  # rank 0 sends its log windows to this queue
     loop_config = {
-        "cfg": cfg.to_dict(), "tree": tree_payload, "tags": tags, "run_id": run_id,
+        "progress_queue": progress.queue, "cfg": cfg.to_dict(), "tree": tree_payload, "tags": tags, "run_id": run_id,
         "tracking_uri": tracking_uri, "stop_after": stop_after,
         "preview": preview_images(shards, cfg.eval.draw_images, opts) if t.eval_every and t.mode != "classify" else [],
         "anchors": [list(map(float, a)) for a in anchors] if anchors is not None else None,
@@ -147,7 +148,6 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     }
     limits = _stream_cpu_limits(t)
     log.info("train: CPUs per data stream: %s", limits)
-    progress = TrainProgress(t.max_steps)
     with _quiet_data_bars():  # the trainer copies the DataContext now, for the split coordinators
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -160,7 +160,6 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                 name=name, storage_path=parent, storage_filesystem=fs,
                 failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                callbacks=[progress.callback()],
             ),
             datasets=training_datasets(list(shards), t, opts, passes),
             # Ordered streams: a resumed worker skips exactly the rows it had already trained on.

@@ -251,6 +251,23 @@ def _train_worker_pids() -> list[int]:
             if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"]
 
 
+def test_log_windows_do_not_wait_for_the_controller(cluster, shards, tmp_path, tracking_uri, monkeypatch, capsys):
+    """Progress goes to the driver's queue, not through ray.train.report: a report waits for the
+    controller's poll (here every 3 s), which held training to one log window per poll (issue 20)."""
+    from pipelines.train.stage import run_train
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")  # read by the controller of this run
+    cfg = _cfg(tmp_path, tracking_uri, "train.max_steps=5", "train.checkpoint_every=1000", "train.steps=[100]",
+               "train.scales=[0.1]", "train.multiscale=false")
+    result = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], str(tmp_path / "train" / "fast"))
+    assert result.step == 5
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train: step ")]
+    assert [ln.split()[2] for ln in lines] == [f"{s}/5" for s in range(1, 6)], lines
+    # Each window is one step of a tiny model (well under a second); waiting for the poll made it 3 s.
+    window_s = [cfg.train.batch_size / v for _, v in _history(tracking_uri, result.run_id, "images_per_s")]
+    assert len(window_s) == 5 and max(window_s[1:]) < 1.5, window_s
+
+
 def test_killed_worker_resumes_from_last_checkpoint(cluster, shards, tmp_path, tracking_uri):
     from pipelines.train.stage import run_train
 

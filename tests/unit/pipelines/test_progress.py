@@ -10,7 +10,7 @@ import pytest
 from pipelines.progress import Progress, format_duration
 from pipelines.train.progress import TrainProgress, train_line
 
-REPORT = {"progress": True, "step": 40, "window_steps": 20, "step_s": 0.5, "loss_total": 12.34567,
+REPORT = {"step": 40, "window_steps": 20, "step_s": 0.5, "loss_total": 12.34567,
           "loss_coord": 0.5, "loss_obj": 1.25, "loss_noobj": 3.0, "loss_cls": 7.5, "lr": 0.001,
           "images_per_s": 32.04, "data_wait_fraction": 0.034}
 
