@@ -261,11 +261,15 @@ def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_opti
     :func:`stream_passes`; default one epoch each), decoded and augmented."""
     from ray.data import DataContext
 
+    from pipelines.train.executor_idle import IdleBackoff
+
     out = {}
     ctx = DataContext.get_current()
-    before = ctx.target_max_block_size
-    # A Dataset keeps the context it was created in: these streams' blocks hold one decode batch.
+    before = ctx.target_max_block_size, ctx.custom_execution_callback_classes
+    # A Dataset keeps the context it was created in: these streams' blocks hold one decode batch,
+    # and their executors wait rather than spin while nothing of theirs runs (executor_idle.py).
     ctx.target_max_block_size = stream_block_bytes(tcfg)
+    ctx.custom_execution_callback_classes = [*before[1], IdleBackoff]
     try:
         for name in batch_split(tcfg):
             p = (passes or {}).get(name, StreamPass(1, None))
@@ -277,7 +281,7 @@ def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_opti
                 fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
             )
     finally:
-        ctx.target_max_block_size = before
+        ctx.target_max_block_size, ctx.custom_execution_callback_classes = before
     return out
 
 

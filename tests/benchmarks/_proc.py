@@ -17,9 +17,11 @@ from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 # Ray's own actors that coordinate rather than compute: Ray Train's controller, its dataset
-# manager, Ray Data's split coordinators (one per stream), stats and autoscaling actors.
+# manager, collective barrier, placement-group cleaner and preemption watcher, Ray Data's split
+# coordinators (one per stream), stats and autoscaling actors, and the progress queue.
 COORDINATORS = ("SplitCoordinator", "DatasetManager", "TrainController", "_StatsActor", "AutoscalingCoordinator",
-                "TrainStateActor")
+                "TrainStateActor", "SynchronizationActor", "PlacementGroupCleaner", "PreemptionWatcher",
+                "_QueueActor")
 GROUPS = ("driver", "trainers", "data_workers", "ray_coordinators", "raylet_gcs", "other")
 
 

@@ -275,6 +275,7 @@ def test_a_stream_hands_out_decode_sized_blocks(tmp_path, ray_local):
     from ray.data import DataContext
 
     from pipelines.train.data import DECODE_BATCH, stream_block_bytes, training_datasets
+    from pipelines.train.executor_idle import IdleBackoff
 
     d = tmp_path / "shards" / "det"
     d.mkdir(parents=True)
@@ -285,9 +286,35 @@ def test_a_stream_hands_out_decode_sized_blocks(tmp_path, ray_local):
     default = DataContext.get_current().target_max_block_size
     ds = training_datasets([str(d)], t)["det"]
     assert ds.context.target_max_block_size == stream_block_bytes(t)
+    assert IdleBackoff in ds.context.custom_execution_callback_classes
     assert DataContext.get_current().target_max_block_size == default  # other datasets keep theirs
+    assert IdleBackoff not in DataContext.get_current().custom_execution_callback_classes
     sizes = [len(b["image_label"]) for b in ds.iter_batches(batch_size=None)]
     assert sum(sizes) == 120 and max(sizes) <= 2 * DECODE_BATCH, sizes
+
+
+def test_stream_executors_sleep_only_when_nothing_of_theirs_runs(monkeypatch):
+    """IdleBackoff, the training streams' execution callback: Ray Data's control loop waits in
+    ray.wait only while a task runs; held back with none running it looped without pause (the
+    demo's split coordinator took ~75% of a core beside training, issue 20)."""
+    from types import SimpleNamespace
+
+    from pipelines.train import executor_idle
+    from pipelines.train.executor_idle import IdleBackoff
+
+    slept = []
+    monkeypatch.setattr(executor_idle.time, "sleep", slept.append)
+    class Op:  # what the callback reads of Ray's physical operators; a topology is keyed by them
+        def __init__(self, n: int) -> None:
+            self.num_active_tasks = lambda: n
+
+    op = Op
+    IdleBackoff().on_execution_step(SimpleNamespace(_topology={op(0): None, op(2): None}))
+    assert slept == []  # a task runs: ray.wait already paces the loop
+    IdleBackoff().on_execution_step(SimpleNamespace(_topology={op(0): None, op(0): None}))
+    assert slept == [executor_idle.IDLE_SLEEP_S]
+    IdleBackoff().on_execution_step(SimpleNamespace())  # another Ray without the field: unchanged
+    assert slept == [executor_idle.IDLE_SLEEP_S]
 
 
 def _decoded_rows(stats: str) -> int:
