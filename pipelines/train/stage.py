@@ -138,34 +138,35 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     fs = _storage_filesystem(out_uri, opts)
     if fs is not None:  # with an explicit filesystem Ray wants the path inside it, no scheme
         parent = parent.split("://", 1)[1]
-    progress = TrainProgress(t.max_steps)  # rank 0 sends its log windows to this queue
-    loop_config = {
-        "progress_queue": progress.queue, "cfg": cfg.to_dict(), "tree": tree_payload, "tags": tags, "run_id": run_id,
-        "tracking_uri": tracking_uri, "stop_after": stop_after,
-        "preview": preview_images(shards, cfg.eval.draw_images, opts) if t.eval_every and t.mode != "classify" else [],
-        "anchors": [list(map(float, a)) for a in anchors] if anchors is not None else None,
-        "flat_classes": [int(n) for n in flat_classes] if flat_classes is not None else None,
-    }
     limits = _stream_cpu_limits(t)
     log.info("train: CPUs per data stream: %s", limits)
-    with _quiet_data_bars():  # the trainer copies the DataContext now, for the split coordinators
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=loop_config,
-            torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker},
-            ),
-            run_config=ray.train.RunConfig(
-                name=name, storage_path=parent, storage_filesystem=fs,
-                failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            ),
-            datasets=training_datasets(list(shards), t, opts, passes),
-            # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
-            dataset_config=ray.train.DataConfig(execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
-        )
-    with progress:
+    # Rank 0 sends its log windows to this queue; the queue actor ends with the block, also on error.
+    with TrainProgress(t.max_steps) as progress:
+        loop_config = {
+            "progress_queue": progress.queue, "cfg": cfg.to_dict(), "tree": tree_payload, "tags": tags,
+            "run_id": run_id, "tracking_uri": tracking_uri, "stop_after": stop_after,
+            "preview": preview_images(shards, cfg.eval.draw_images, opts) if t.eval_every and t.mode != "classify" else [],
+            "anchors": [list(map(float, a)) for a in anchors] if anchors is not None else None,
+            "flat_classes": [int(n) for n in flat_classes] if flat_classes is not None else None,
+        }
+        with _quiet_data_bars():  # the trainer copies the DataContext now, for the split coordinators
+            trainer = TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config=loop_config,
+                torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+                scaling_config=ray.train.ScalingConfig(
+                    num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker},
+                ),
+                run_config=ray.train.RunConfig(
+                    name=name, storage_path=parent, storage_filesystem=fs,
+                    failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                ),
+                datasets=training_datasets(list(shards), t, opts, passes),
+                # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
+                dataset_config=ray.train.DataConfig(
+                    execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
+            )
         result = _fit(trainer)
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     step = int(metrics.get("step", 0))
