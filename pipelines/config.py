@@ -195,7 +195,7 @@ class TrainConfig:
     cpus_per_worker: int = 1
     # Intra-op threads of each training worker; 0 keeps Ray's choice (cpus_per_worker). More than
     # the reserved CPUs only pays off on idle cores: on the 2-core demo machine 2 threads made
-    # training 3x slower (their spinning starves Ray Data's decoding on the other core).
+    # training slower (300 demo steps: 191 s against 147 s, the worker spending twice the CPU).
     torch_threads: int = 0
     # CPUs for decoding and augmentation (Ray Data), shared by the streams in proportion to their
     # rows per step, at least one each. 0: what the training workers leave of the cluster at
