@@ -265,11 +265,12 @@ def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_opti
 
     out = {}
     ctx = DataContext.get_current()
-    before = ctx.target_max_block_size, ctx.custom_execution_callback_classes
-    # A Dataset keeps the context it was created in: these streams' blocks hold one decode batch,
-    # and their executors wait rather than spin while nothing of theirs runs (executor_idle.py).
-    ctx.target_max_block_size = stream_block_bytes(tcfg)
-    ctx.custom_execution_callback_classes = [*before[1], IdleBackoff]
+    before = ctx.custom_execution_callback_classes
+    # A Dataset keeps the context it was created in: these streams' executors wait rather than
+    # spin while nothing of theirs runs (executor_idle.py). Their blocks keep Ray's default size:
+    # read_shards repeats each read block, so blocks smaller than a file would repeat a few rows
+    # epoch after epoch before the next ones (tried in issue 20; the demo's unseen mAP@.5 fell).
+    ctx.custom_execution_callback_classes = [*before, IdleBackoff]
     try:
         for name in batch_split(tcfg):
             p = (passes or {}).get(name, StreamPass(1, None))
@@ -281,19 +282,8 @@ def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_opti
                 fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
             )
     finally:
-        ctx.target_max_block_size, ctx.custom_execution_callback_classes = before
+        ctx.custom_execution_callback_classes = before
     return out
-
-
-def stream_block_bytes(tcfg: TrainConfig) -> int:
-    """The largest block of a training stream: one decode batch of uint8 images at the canvas size
-    (and the rows it was read from, which are smaller).
-
-    Ray Data's default (128 MB) held ~850 decoded 224-px images per block: a decode task yielded
-    nothing until it had decoded that many, and one task decoded a whole pass's repeated rows on
-    one core (training waited ~40 s for its first batch in the train benchmark, issue 20). Small
-    blocks stream from the first decode batch on and spread a pass over the stream's CPUs."""
-    return DECODE_BATCH * canvas_size(tcfg) ** 2 * 3 + (1 << 16)
 
 
 def stream_cpu_limits(tcfg: TrainConfig, data_cpus: float) -> dict[str, float]:
