@@ -42,7 +42,7 @@ FINAL_STEPS_AT_MAX = 200
 # Ray Data execution), at most MAX_EPOCHS_PER_PASS (see stream_passes).
 MIN_STEPS_PER_PASS = 500
 MAX_EPOCHS_PER_PASS = 64
-# Rows per decode + augment call (``map_batches``), and so per block the training workers receive.
+# Rows per decode + augment call (``map_batches``).
 DECODE_BATCH = 16
 # The training streams and the shard rows (``kind``) each one reads.
 STREAM_KIND = {"det": DETECTION, "cls": CLASSIFICATION}
