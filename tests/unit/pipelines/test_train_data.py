@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -399,3 +401,32 @@ def test_local_ray_holds_what_the_job_will_run():
     assert local_cpus(RayConfig(), job.cpus_needed(detect, everything)) == max(cores, 2)
     assert local_cpus(RayConfig(), 0) == cores
     assert local_cpus(RayConfig(num_cpus=7), 99) == 7
+
+
+def test_local_ray_quiets_the_state_api_poller_through_ray_trains_logging_setup():
+    """The local instance has no dashboard, so Ray Train's placement-group cleaner fails to reach
+    the State API every second and warns each time (~400 lines over `make demo`). The worker
+    setup hook keeps its errors only, and must survive Ray Train's logging setup, whose
+    dictConfig resets the levels of the loggers below "ray.train" (a level set there was lost).
+    In a fresh interpreter, as in a worker: dictConfig would reconfigure this one's logging."""
+    import subprocess
+    import sys
+
+    script = """
+import logging, logging.config
+from pipelines.stages import STATE_API_POLLERS, quiet_state_api_pollers
+logger = logging.getLogger(STATE_API_POLLERS[0])
+quiet_state_api_pollers()
+quiet_state_api_pollers()  # once per worker process, idempotent all the same
+assert len(logger.filters) == 1, logger.filters
+logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                           "handlers": {"out": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}},
+                           "loggers": {"ray.train": {"level": "DEBUG", "handlers": ["out"]}}})
+assert logger.level == logging.NOTSET  # what Ray Train's setup does to a level
+logger.warning("Failed to query Ray Train Controller actor state.")
+logger.error("Failed to clean up placement group")
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["Failed to clean up placement group"], res.stdout
