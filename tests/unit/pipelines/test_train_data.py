@@ -414,7 +414,7 @@ def test_local_ray_quiets_the_state_api_poller_through_ray_trains_logging_setup(
 
     script = """
 import logging, logging.config
-from pipelines.stages import STATE_API_POLLERS, quiet_state_api_pollers
+from pipelines.worker_logs import STATE_API_POLLERS, quiet_state_api_pollers
 logger = logging.getLogger(STATE_API_POLLERS[0])
 quiet_state_api_pollers()
 quiet_state_api_pollers()  # once per worker process, idempotent all the same
