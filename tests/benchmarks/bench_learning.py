@@ -2,14 +2,14 @@
 and does one recipe hold on more than one generated world?
 
     .venv/bin/python tests/benchmarks/bench_learning.py [--worlds zoo depot] [--seeds 0 1]
-        [--rules label object size] [--root DIR] [--set KEY=VALUE ...] [--smoke] [--out FILE]
+        [--rules label object size image] [--root DIR] [--set KEY=VALUE ...] [--smoke] [--out FILE]
 
 The ablation grid (issue 21): for every world (``sample_data.world``) and seed, the whole demo
 pipeline (``y9k run``: sample data -> wordtree -> ingest -> anchors -> train ->
 evaluate -> register) once with detection data only (``train.mode=detect``, the baseline) and
 once jointly (``train.mode=joint``) per selection rule (``train.cls_select``: ``label`` =
-YOLO9000 / darknet, ``object`` = most object-like, ``size`` = Detic's max-size; ``image`` on
-request). Every run of one grid has the same budget (the demo config plus ``--set``); a seed
+YOLO9000 / darknet, ``object`` = most object-like, ``size`` = Detic's max-size, ``image`` =
+Detic's whole-image box). Every run of one grid has the same budget (the demo config plus ``--set``); a seed
 sets both the generated data (``sample_data.seed``) and the training (``train.seed``). Runs of
 one (world, seed) share a storage root, so the later ones reuse the cached upstream stages.
 
@@ -298,6 +298,11 @@ def markdown_table(record: dict) -> str:
     runs' unseen mAP@.5 also as a ratio to the detection-only run of the same world and seed."""
     runs = record["metrics"]["runs"]["value"]
     det = {(r["world"], r["seed"]): r["map50_unseen"] for r in runs if r["setting"] == "detect"}
+    # Block by block (seed, then world), detection only first, whatever order they ran in (a rule
+    # added to a finished grid runs last).
+    worlds = list(dict.fromkeys(r["world"] for r in runs))
+    settings = list(dict.fromkeys(["detect", *(r["setting"] for r in runs)]))
+    runs = sorted(runs, key=lambda r: (r["seed"], worlds.index(r["world"]), settings.index(r["setting"])))
     lines = ["| world | seed | setting | unseen mAP@.5 | x detection only | seen mAP@.5 | fine-class boxes found "
              "| right among siblings, given found |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -315,8 +320,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worlds", nargs="+", default=["zoo", "depot"], help="generated worlds (default: zoo depot)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: 0 1; with --smoke: 0)")
-    p.add_argument("--rules", nargs="+", default=["label", "object", "size"],
-                   help="train.cls_select rules run jointly (default: label object size)")
+    p.add_argument("--rules", nargs="+", default=["label", "object", "size", "image"],
+                   help="train.cls_select rules run jointly (default: label object size image)")
     p.add_argument("--root", help="storage root (default: a fresh temporary directory, removed afterwards)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every run (repeatable)")

@@ -75,6 +75,12 @@ def test_partial_record_then_complete_verdict_names_failing_classes(bench, tmp_p
     assert rec["metrics"]["joint_object_unseen_min"]["value"] == 0.05
     table = bench.markdown_table(rec).splitlines()
     assert len(table) == 2 + 4 and table[-1] == "| depot | 0 | joint, object | 0.050 | 1.25x | 0.400 | 25% of 20 | 20% |"
+    # A rule added to a finished grid runs last but is listed in its world and seed's block.
+    runs.append(summary("zoo", 0, "joint_image", 0.2, {"ibex": 0.2}))
+    table = bench.markdown_table({"metrics": {"runs": {"value": runs}}}).splitlines()
+    assert [ln.split(" | ")[:3] for ln in table[2:]] == [
+        ["| zoo", "0", "detect"], ["| zoo", "0", "joint, object"], ["| zoo", "0", "joint, image"],
+        ["| depot", "0", "detect"], ["| depot", "0", "joint, object"]]
 
 
 def test_resume_only_the_same_code_and_budget(bench, tmp_path):
