@@ -44,8 +44,6 @@ MIN_STEPS_PER_PASS = 500
 MAX_EPOCHS_PER_PASS = 64
 # Rows per decode + augment call (``map_batches``).
 DECODE_BATCH = 16
-# Rows per block handed to decoding (see training_datasets).
-DECODE_BLOCK_ROWS = 4 * DECODE_BATCH
 # The training streams and the shard rows (``kind``) each one reads.
 STREAM_KIND = {"det": DETECTION, "cls": CLASSIFICATION}
 
@@ -279,11 +277,6 @@ def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_opti
             ds = read_shards(shard_uris, storage_options, p.epochs, seed=tcfg.seed, kind=STREAM_KIND[name])
             if p.rows is not None:
                 ds = ds.limit(p.rows)  # before decoding: rows past the cut are never decoded
-            # Split the (repeated) read blocks, in order, into blocks of a few decode batches: one
-            # decode task per read block held a pass's first batch back until it had decoded a
-            # whole block (~850 images at 224 px by Ray's 128 MB), then decoded the run ahead on
-            # one core. Split after the repeat, so each epoch still covers every row in turn.
-            ds = ds.repartition(target_num_rows_per_block=DECODE_BLOCK_ROWS)
             out[name] = ds.map_batches(
                 decode_augment, batch_format="pyarrow", batch_size=DECODE_BATCH,
                 fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},

@@ -270,32 +270,6 @@ def test_a_pass_decodes_only_the_rows_trained_on(tmp_path, ray_local):
         assert _decoded_rows(stats) == trained, stats
 
 
-def test_decoding_gets_small_blocks_and_each_epoch_covers_every_row(tmp_path, ray_local):
-    """Decode tasks get blocks of DECODE_BLOCK_ROWS, so a pass's first batch does not wait for a
-    whole read block to be decoded (~850 images); the split comes after read_shards' repeat, so
-    the epochs of a pass still come one after another over every row (splitting the read
-    blocks instead repeated one small block epoch after epoch: the demo's unseen mAP fell)."""
-    from pipelines.train.data import DECODE_BLOCK_ROWS, stream_passes, training_datasets
-
-    n = 4 * DECODE_BLOCK_ROWS
-    d = tmp_path / "shards" / "cls"
-    d.mkdir(parents=True)
-    rows = [{"image_id": f"c/{i}", "kind": "classification", "image": _jpeg(24, 24, (2, 2, 20, 20)),
-             "boxes": [], "box_nodes": [], "image_node": i} for i in range(n)]  # the node names the row
-    write_committed(str(d), [_shard_table(rows)])
-    t = TrainConfig(mode="classify", batch_size=8, multiscale=False, input_size=32, max_steps=3 * n // 8)
-    passes = stream_passes({"classification": n}, t)
-    assert passes["cls"].epochs == 3
-    blocks = [b["image_label"].tolist() for b in training_datasets([str(d)], t, passes=passes)["cls"]
-              .iter_batches(batch_size=None)]
-    assert max(len(b) for b in blocks) <= DECODE_BLOCK_ROWS and len(blocks) >= 3 * n // DECODE_BLOCK_ROWS
-    seen = [label for b in blocks for label in b]
-    assert sorted(seen) == sorted(list(range(n)) * 3)
-    # Decode tasks may finish out of turn, by a block at most here; a block repeated epoch after
-    # epoch would show only ~DECODE_BLOCK_ROWS distinct rows in the first n.
-    assert len(set(seen[:n])) >= n - DECODE_BLOCK_ROWS, len(set(seen[:n]))
-
-
 def test_streams_carry_the_idle_backoff_and_leave_the_global_context_alone(tmp_path, ray_local):
     from ray.data import DataContext
 
