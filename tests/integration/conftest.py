@@ -50,6 +50,17 @@ def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, what: str, t
         time.sleep(0.5)
 
 
+def wait_for_line(log_path: Path, text: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
+    """Wait until ``text`` appears in the service's log; fail with its end if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not log {text!r} within {timeout:.0f} s: {log_path.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
