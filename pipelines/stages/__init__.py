@@ -12,7 +12,6 @@ import logging
 import math
 import os
 
-from pipelines import worker_logs
 from pipelines.config import RayConfig
 
 log = logging.getLogger("y9k")
@@ -53,7 +52,7 @@ def ensure_ray(ray_cfg: RayConfig, cpus: float = 0) -> None:
             address="local",
             num_cpus=want,
             include_dashboard=False,
-            _system_config={"preload_python_modules": [worker_logs.__name__]},
+            _system_config={"preload_python_modules": ["pipelines.worker_logs"]},
         )
         _started_local = (ray.get_runtime_context().gcs_address, want)
 

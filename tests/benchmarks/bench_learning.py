@@ -9,9 +9,10 @@ pipeline (``y9k run``: sample data -> wordtree -> ingest -> anchors -> train ->
 evaluate -> register) once with detection data only (``train.mode=detect``, the baseline) and
 once jointly (``train.mode=joint``) per selection rule (``train.cls_select``: ``label`` =
 YOLO9000 / darknet, ``object`` = most object-like, ``size`` = Detic's max-size, ``image`` =
-Detic's whole-image box). Every run of one grid has the same budget (the demo config plus ``--set``); a seed
-sets both the generated data (``sample_data.seed``) and the training (``train.seed``). Runs of
-one (world, seed) share a storage root, so the later ones reuse the cached upstream stages.
+Detic's whole-image box). Every run of one grid has the same budget (the demo config plus
+``--set``); a seed sets both the generated data (``sample_data.seed``) and the training
+(``train.seed``). Runs of one (world, seed) share a storage root, so the later ones reuse the
+cached upstream stages.
 
 Reported per run: mAP@.5 over the seen and the unseen DET classes, AP@.5 of every unseen class,
 and the sibling diagnostic (``pipelines.evaluate.metrics.sibling_accuracy``): of the unseen fine

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,32 +33,33 @@ def stop_group(proc: subprocess.Popen, grace: float) -> None:
         proc.wait()
 
 
-def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, what: str, timeout: float) -> None:
-    """Poll `url` until it answers 200; fail with the end of the service's log if it dies or stalls."""
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen, log_path: Path, what: str, waiting_for: str,
+                timeout: float) -> None:
+    """Poll ``ready`` until it holds; fail with the end of the service's log if it dies or stalls."""
     deadline = time.monotonic() + timeout
-    while True:
+    while not ready():
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not {waiting_for} within {timeout:.0f} s: {log_path.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, what: str, timeout: float) -> None:
+    """Poll `url` until it answers 200; fail with the end of the service's log if it dies or stalls."""
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+                return r.status == 200
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer on {url} within {timeout:.0f} s: {log_path.read_text()[-2000:]}")
-        time.sleep(0.5)
+            return False
+
+    _wait_until(answers, proc, log_path, what, f"answer on {url}", timeout)
 
 
 def wait_for_line(log_path: Path, text: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
     """Wait until ``text`` appears in the service's log; fail with its end if it dies or stalls."""
-    deadline = time.monotonic() + timeout
-    while text not in log_path.read_text(errors="replace"):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not log {text!r} within {timeout:.0f} s: {log_path.read_text()[-2000:]}")
-        time.sleep(0.5)
+    _wait_until(lambda: text in log_path.read_text(errors="replace"), proc, log_path, what, f"log {text!r}", timeout)
 
 
 def free_port() -> int:

@@ -292,7 +292,7 @@ def test_pipeline_with_all_data_on_s3(tmp_path):
         assert "mlflow ui --backend-store-uri" in res.stdout  # a sqlite store: how to browse it
         assert secret not in out and "AKIATESTKEY" not in out
         # The local instance has no dashboard: Ray Train's placement-group cleaner must not warn
-        # about the State API every second (pipelines.stages.quiet_state_api_pollers).
+        # about the State API every second (pipelines/worker_logs.py).
         assert "Failed to query Ray Train Controller" not in out, out[-3000:]
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="pipeline")
                 for o in page.get("Contents", [])]

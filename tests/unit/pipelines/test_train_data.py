@@ -405,8 +405,8 @@ def test_local_ray_holds_what_the_job_will_run():
 
 def test_local_ray_quiets_the_state_api_poller_through_ray_trains_logging_setup():
     """The local instance has no dashboard, so Ray Train's placement-group cleaner fails to reach
-    the State API every second and warns each time (~400 lines over `make demo`). The worker
-    setup hook keeps its errors only, and must survive Ray Train's logging setup, whose
+    the State API every second and warns each time (~400 lines over `make demo`). The module its
+    workers preload (pipelines/worker_logs.py) keeps its errors only, and must survive Ray Train's logging setup, whose
     dictConfig resets the levels of the loggers below "ray.train" (a level set there was lost).
     In a fresh interpreter, as in a worker: dictConfig would reconfigure this one's logging."""
     import subprocess
