@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -167,7 +168,8 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                 dataset_config=ray.train.DataConfig(
                     execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
             )
-        result = _fit(trainer)
+        with _controller_poll(cfg.ray.train_poll_s):
+            result = _fit(trainer)
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     step = int(metrics.get("step", 0))
     ckpt_uri = result.checkpoint.path if result.checkpoint is not None else None
@@ -194,6 +196,22 @@ def _quiet_data_bars() -> Iterator[None]:
         yield
     finally:
         ctx.enable_progress_bars = before
+
+
+@contextlib.contextmanager
+def _controller_poll(seconds: float) -> Iterator[None]:
+    """Ray Train's controller polls its workers every ``seconds`` for the fits started inside
+    (``ray.train_poll_s``): the trainer passes the variable on to the controller it starts. A
+    value the user set in the environment wins."""
+    name = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _fit(trainer: Any) -> Any:

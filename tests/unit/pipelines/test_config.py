@@ -54,6 +54,7 @@ def test_int_accepted_for_float_but_not_bool_for_int():
         ("train.cls_select=box", r"'train.cls_select': got 'box', expected one of 'label', 'object', 'size', 'image'"),
         ("train.cls_topk=0", r"'train.cls_topk': got 0, expected an integer >= 1 or null"),
         ("train.cls_loss_weight=-0.1", r"'train.cls_loss_weight': got -0.1, expected a number >= 0"),
+        ("ray.train_poll_s=0", r"'ray.train_poll_s': got 0.0, expected a number of seconds in \(0, 60\]"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(override, message):

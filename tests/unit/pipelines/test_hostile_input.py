@@ -288,7 +288,9 @@ def test_fifo_among_the_xml_files_is_rejected_without_opening_it(tmp_path, mappe
                                           ("mlflow.promote_margin=.nan", "mlflow.promote_margin"),
                                           ("eval.draw_images=-5", "eval.draw_images"),
                                           ("train.lr=.nan", "train.lr"), ("train.lr=1e400", "train.lr"),
-                                          ("data.max_pixels=0", "data.max_pixels")])
+                                          ("data.max_pixels=0", "data.max_pixels"),
+                                          ("ray.train_poll_s=.nan", "ray.train_poll_s"),
+                                          ("ray.train_poll_s=.inf", "ray.train_poll_s")])
 def test_config_refuses_what_crashed_or_passed(override, key):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         load_config("demo", [override])

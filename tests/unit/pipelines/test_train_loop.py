@@ -43,3 +43,24 @@ def test_schedule_of_holds_what_gives_a_step_its_lr():
     assert s["lr"] == cfg.train.lr and s["steps"] == cfg.train.steps and s["max_steps"] == cfg.train.max_steps
     assert schedule_of(load_config("demo", ["train.lr=0.5"]).train)["lr"] == 0.5
     assert schedule_of(load_config("demo", ["train.optimizer=sgd"]).train)["optimizer"] == "sgd"
+
+
+def test_controller_poll_reaches_ray_trains_controller_env_and_a_users_value_wins(monkeypatch):
+    """ray.train_poll_s is handed to the controller through Ray Train's own list of variables it
+    passes on (get_env_vars_to_propagate), only during the fit; a value set by the user stays."""
+    import os
+
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    from pipelines.train.stage import _controller_poll
+
+    name = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    monkeypatch.delenv(name, raising=False)
+    cfg = load_config("demo", ["ray.train_poll_s=0.25"])
+    with _controller_poll(cfg.ray.train_poll_s):
+        assert get_env_vars_to_propagate()[name] == "0.25"
+    assert name not in os.environ and name not in get_env_vars_to_propagate()
+    monkeypatch.setenv(name, "3")
+    with _controller_poll(cfg.ray.train_poll_s):
+        assert get_env_vars_to_propagate()[name] == "3"
+    assert os.environ[name] == "3"
