@@ -21,12 +21,16 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import torch
-import torch.nn.functional as F
+
+# torch is imported inside the functions that use it: Ray Data's coordinator actors unpickle
+# decode_augment by reference and so import this module, and torch's import (~2 s of CPU on this
+# machine) in each of them is time taken from the training workers on a small machine.
+if TYPE_CHECKING:
+    import torch
 
 from pipelines.config import TrainConfig
 from pipelines.errors import PipelineError
@@ -107,6 +111,7 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
     Augmentation draws from a generator seeded with the image id and fresh entropy: a new
     augmentation every epoch, independent of which Ray worker decodes the row.
     """
+    import torch
     from PIL import Image, UnidentifiedImageError
 
     from yolo_core.transforms import augment as yolo_augment
@@ -382,6 +387,8 @@ class JointBatches:
 
     def next(self, size: int) -> dict[str, torch.Tensor]:
         """The next micro-batch resized to ``size``: image float (B, 3, size, size) in [0, 1]."""
+        import torch
+
         t0 = time.perf_counter()
         parts = [next(s) for s in self.streams.values()]
         self.wait_s += time.perf_counter() - t0
@@ -394,6 +401,8 @@ class JointBatches:
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (B, S, S, 3) -> float (B, 3, size, size) in [0, 1]; boxes are fractions, unchanged."""
+    import torch.nn.functional as F
+
     x = images.permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

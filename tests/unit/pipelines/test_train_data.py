@@ -430,3 +430,17 @@ logger.error("Failed to clean up placement group")
                          cwd=Path(__file__).resolve().parents[3])
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["Failed to clean up placement group"], res.stdout
+
+
+def test_the_data_module_imports_without_torch():
+    # Ray Data's coordinator actors import this module to unpickle decode_augment; torch's import
+    # there is CPU taken from the training workers (see the module's comment). A fresh interpreter,
+    # because this test process has imported torch long ago.
+    import subprocess
+    import sys
+
+    code = ("import sys, pipelines.train.data as d; d.decode_augment; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.stdout.strip() == "[]", out.stdout
