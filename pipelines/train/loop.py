@@ -35,6 +35,7 @@ from pipelines.train.data import JointBatches, batch_split, multiscale_size
 from pipelines.train.optim import build_optimizer, learning_rate, param_groups, set_lr
 from pipelines.train.progress import ProgressSender
 from pipelines.train.tracking import Tracker, prediction_grid, system_tags
+from yolo_core.inference import Precision, autocast, choose_precision, to_channels_last
 from yolo_core.tree import Tree
 
 log = logging.getLogger("y9k.train")
@@ -70,6 +71,26 @@ def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, tree: Tree | Non
     if anchors and train_cfg.mode != "classify":
         kw["anchors"] = anchors
     return create_model(m.name, **kw)
+
+
+def train_precision(train_cfg: TrainConfig, device: torch.device) -> Precision:
+    """The forward pass's compute type: bf16 autocast where ``train.amp`` is on and the device
+    computes bf16 natively, fp32 otherwise; with the reason, for the log and the run's tags."""
+    return choose_precision(device, "auto" if train_cfg.amp else "fp32")
+
+
+def prepare_for_training(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.nn.Module:
+    """The model in the memory format the step uses (``train.channels_last``)."""
+    return to_channels_last(model) if train_cfg.channels_last else model
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor, train_cfg: TrainConfig, precision: Precision) -> torch.Tensor:
+    """One forward pass as training runs it: the input in the step's memory format, under the
+    step's autocast; fp32 raw outputs for the loss."""
+    if train_cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, precision):
+        return model(x).float()
 
 
 def flat_label_map(parents: list[int], flat_classes: list[int]) -> torch.Tensor:
@@ -177,10 +198,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     elif cfg.model.init_weights:
         warm = ckpt_io.warm_start(model, cfg.model.init_weights, cfg.storage.options, config.get("tracking_uri"))
         log.info("warm start: %s", warm)
-    if t.channels_last:
-        from yolo_core.inference import to_channels_last
-
-        model = to_channels_last(model)
+    model = prepare_for_training(model, t)
+    precision = train_precision(t, device)
+    log.info("precision: %s (%s)", precision.name, precision.reason)
     model = ray.train.torch.prepare_model(model)  # DDP on >1 worker (gloo on CPU, NCCL on GPU)
     core = model.module if hasattr(model, "module") else model
 
@@ -201,7 +221,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tracker = Tracker(config.get("tracking_uri"), run_id, rank == 0)
     if not restored:
         tracker.log_params(cfg.flat())
-        tracker.set_tags({**system_tags(world, str(device)), **config.get("tags", {}), "warm_start": warm or "none"})
+        tracker.set_tags({**system_tags(world, str(device)), **config.get("tags", {}), "warm_start": warm or "none",
+                          "precision": f"{precision.name} ({precision.reason})"})
         tracker.log_text(cfg.to_yaml(), "config.yaml")
         if config.get("anchors"):
             tracker.log_dict({"anchors": config["anchors"]}, "anchors.json")
@@ -211,7 +232,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     counts = batch_split(t)
     batches = JointBatches({k: ray.train.get_dataset_shard(k) for k in counts}, counts, t.seed + rank, position)
     micro = sum(counts.values())
-    use_amp = t.amp and device.type == "cuda"
     stop = min(t.max_steps, config.get("stop_after") or t.max_steps)
     progress_out = ProgressSender(config.get("progress_queue") if rank == 0 else None)
 
@@ -226,23 +246,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for i in range(t.subdivisions):
             batch = batches.next(size)
             x = batch["image"].to(device, non_blocking=True)
-            if t.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             seen += micro * world  # darknet counts this batch before computing its loss
             # Gradients are all-reduced once per step, on the last micro-batch.
             sync = contextlib.nullcontext() if i == t.subdivisions - 1 or world == 1 else model.no_sync()
             with sync:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = model(x)
+                out = forward(model, x, t, precision)
                 if loss_fn is None:
-                    parts = classify_loss(out.float(), batch["image_label"].to(device), tree_dev)
+                    parts = classify_loss(out, batch["image_label"].to(device), tree_dev)
                 else:
                     targets = {k: batch[k].to(device) for k in ("boxes", "labels", "image_label")}
                     if flat_of_node is not None:  # tree nodes -> the flat classes (YOLOv1, Table 2)
                         boxed = targets["labels"] >= 0
                         targets["labels"] = torch.where(boxed, flat_of_node[targets["labels"].clamp(min=0)], -1)
                         window_unmapped += int((boxed & (targets["labels"] < 0)).sum())
-                    parts = loss_fn(out.float(), targets, seen)
+                    parts = loss_fn(out, targets, seen)
                 (parts["total"] / t.subdivisions).backward()
             window_cut += int(batch["cut_boxes"].sum())
             for k, v in parts.items():

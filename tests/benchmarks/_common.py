@@ -98,11 +98,12 @@ def write_result(name: str, *, workload: dict[str, Any], metrics: dict[str, dict
 
 def regenerate_table() -> None:
     rows = []
-    for p in sorted(RESULTS.glob("*.json")):
+    for p in sorted(RESULTS.glob("*.json")):  # a row per file, named by the file (a record copied
+        # to another name, as the ablation grid's is, keeps its old name field)
         r = json.loads(p.read_text())
         ratio = r.get("ratio")
         rows.append(
-            f"| {r['name']} | {r['date'][:10]} | {r['machine'].get('gpu') or r['machine'].get('cpu', '')} | "
+            f"| {p.stem} | {r['date'][:10]} | {r['machine'].get('gpu') or r['machine'].get('cpu', '')} | "
             f"{_fmt_metrics(r['metrics'])} | {r['baseline'].get('what', '')} | "
             f"{'' if ratio is None else f'{ratio:.3g}'} | {r['target']} | {'yes' if r['meets_target'] else 'NO'} |"
         )

@@ -76,7 +76,7 @@ def rank_main(rank: int, world: int, port: int, cfg_dict: dict[str, Any], parent
 
     from pipelines.config import config_from_dict
     from pipelines.train.data import STREAM_KIND, JointBatches, batch_split, canvas_size, multiscale_size
-    from pipelines.train.loop import build_model
+    from pipelines.train.loop import build_model, forward, prepare_for_training, train_precision
     from pipelines.train.optim import build_optimizer, learning_rate, param_groups, set_lr
     from yolo_core.region import RegionLoss
     from yolo_core.tree import Tree
@@ -88,11 +88,14 @@ def rank_main(rank: int, world: int, port: int, cfg_dict: dict[str, Any], parent
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(t.seed + rank)
     tree = Tree(parents)
-    model = torch.nn.parallel.DistributedDataParallel(build_model(cfg.model, cfg.train, tree, None))
+    # The same memory format and autocast as the Ray path's loop (pipelines/train/loop.py).
+    model = torch.nn.parallel.DistributedDataParallel(prepare_for_training(build_model(cfg.model, t, tree, None), t))
+    precision = train_precision(t, torch.device("cpu"))
     core = model.module
     optimizer = build_optimizer(param_groups(model, t.weight_decay), t)
     loss_fn = RegionLoss(core.anchors.detach().cpu(), core.num_classes, tree=tree, variant=t.loss_variant,
-                         cls_select=t.cls_select)
+                         cls_select=t.cls_select, cls_topk=t.cls_topk, cls_loss_weight=t.cls_loss_weight,
+                         location=core.region.spec.location)
     counts = batch_split(t)
     shards = {
         name: LoaderShard(torch.utils.data.DataLoader(
@@ -109,7 +112,7 @@ def rank_main(rank: int, world: int, port: int, cfg_dict: dict[str, Any], parent
         batch = batches.next(multiscale_size(step, t))
         seen += micro * world
         targets = {k: batch[k] for k in ("boxes", "labels", "image_label")}
-        loss_fn(model(batch["image"]).float(), targets, seen)["total"].backward()
+        loss_fn(forward(model, batch["image"], t, precision), targets, seen)["total"].backward()
         optimizer.step()
         window_steps += 1
         if (step + 1) % t.log_every == 0:

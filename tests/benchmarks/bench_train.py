@@ -66,14 +66,15 @@ def sample_shards(root: Path, cfg) -> tuple[list[str], object]:
 def compute_only_images_per_s(cfg, tree_parents, batch: int, size: int) -> dict[str, float]:
     import torch
 
-    from pipelines.train.loop import build_model
+    from pipelines.train.loop import build_model, forward, prepare_for_training, train_precision
     from pipelines.train.optim import build_optimizer, param_groups, set_lr
     from yolo_core.region import RegionLoss
     from yolo_core.tree import Tree
 
     torch.set_num_threads(1)
     tree = Tree(tree_parents)
-    model = build_model(cfg.model, cfg.train, tree, None)
+    model = prepare_for_training(build_model(cfg.model, cfg.train, tree, None), cfg.train)
+    precision = train_precision(cfg.train, torch.device("cpu"))  # as the loop runs it
     opt = build_optimizer(param_groups(model, 0.0005), cfg.train)
     set_lr(opt, 1e-3)
     loss_fn = RegionLoss(model.anchors, model.num_classes, tree=tree)
@@ -83,7 +84,7 @@ def compute_only_images_per_s(cfg, tree_parents, batch: int, size: int) -> dict[
 
     def step() -> None:
         opt.zero_grad()
-        loss_fn(model(x), targets, 0)["total"].backward()
+        loss_fn(forward(model, x, cfg.train, precision), targets, 0)["total"].backward()
         opt.step()
 
     t = time_alternating({"step": step}, repeats=5, warmup=2)["step"]
@@ -92,25 +93,33 @@ def compute_only_images_per_s(cfg, tree_parents, batch: int, size: int) -> dict[
 
 def compare_memory_formats(width: float, size: int, batch: int, repeats: int = 5) -> dict[str, dict]:
     """Compute-only training step (forward + backward + SGD, one thread, as a worker runs) of the demo
-    model in NCHW and in channels_last, alternating: what decides `train.channels_last`'s default."""
+    model in NCHW, channels_last, and channels_last under bf16 autocast (where the CPU computes bf16
+    natively), alternating: what decides the defaults of `train.channels_last` and `train.amp`."""
     import torch
 
     from yolo_core.models import create_model
 
     torch.set_num_threads(1)
+    from yolo_core.inference import choose_precision
+
     x = torch.rand(batch, 3, size, size)
+    fmts = ["nchw", "channels_last"]
+    if choose_precision("cpu").dtype == torch.bfloat16:
+        fmts.append("channels_last bf16")
     steps = {}
-    for fmt in ("nchw", "channels_last"):
+    for fmt in fmts:
         torch.manual_seed(0)
         model = create_model("yolo9000", width=width, num_classes=100).train()
         inp = x
-        if fmt == "channels_last":
+        if fmt.startswith("channels_last"):
             model, inp = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
 
-        def step(model=model, opt=opt, inp=inp) -> None:
+        def step(model=model, opt=opt, inp=inp, bf16=fmt.endswith("bf16")) -> None:
             opt.zero_grad()
-            model(inp).square().mean().backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(inp)
+            out.float().square().mean().backward()
             opt.step()
 
         steps[fmt] = step
@@ -277,12 +286,13 @@ def main() -> None:
             "whole_run_cpu_s_per_100_steps_plain": {"value": cpu("plain", "whole_run_cpu_s_per_100_steps"),
                                                     "unit": "CPU s per 100 steps over the whole run"},
             "compute_only_images_per_s": {"value": base["median"] * args.workers, "unit": "images/s",
-                                          "what": "one resident batch, 1 thread, x workers: the bound"},
+                                          "what": "one resident batch, 1 thread, x workers, the step as the loop runs it: the bound"},
             "loss_first_window": {"value": losses[0][1], "unit": "loss"},
             "loss_last_window": {"value": losses[-1][1], "unit": "loss"},
         },
-        baseline={"what": "plain PyTorch: DDP (gloo) ranks + DataLoader workers on the same shards, same model, "
-                          "loss, optimizer, decode + augment and joint batches, alternated in this run",
+        baseline={"what": "plain PyTorch: DDP (gloo) ranks + DataLoader workers on the same shards, same model "
+                          "(memory format, autocast), loss, optimizer, decode + augment and joint batches, "
+                          "alternated in this run",
                   "value": plain_ips["median"], "unit": "images/s"},
         ratio=ratio,
         target="Ray Train + Ray Data images/s >= 0.85x the plain baseline, in steady state and over the whole "

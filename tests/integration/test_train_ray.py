@@ -181,6 +181,10 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, tracking_ur
     run = MlflowClient(uri).get_run(first.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["tree_hash"] == "test-tree-6"
+    # The step's compute type is on the run: bf16 where this CPU has it natively (train.amp is on).
+    with open("/proc/cpuinfo") as f:
+        native_bf16 = any(w in ("avx512_bf16", "amx_bf16") for line in f if line.startswith("flags") for w in line.split())
+    assert cfg.train.amp and run.data.tags["precision"].startswith("bf16 (" if native_bf16 else "fp32 (")
     assert run.data.params["train.max_steps"] == "6"
     # Lineage: both shard directories as training inputs, digest = their manifest fingerprint.
     from pipelines.manifest import read_manifest
