@@ -97,9 +97,10 @@ def write_result(name: str, *, workload: dict[str, Any], metrics: dict[str, dict
 
 
 def regenerate_table() -> None:
+    # A row per file, named by the file: a record copied to another name (as the ablation grid's
+    # is) keeps its old name field.
     rows = []
-    for p in sorted(RESULTS.glob("*.json")):  # a row per file, named by the file (a record copied
-        # to another name, as the ablation grid's is, keeps its old name field)
+    for p in sorted(RESULTS.glob("*.json")):
         r = json.loads(p.read_text())
         ratio = r.get("ratio")
         rows.append(

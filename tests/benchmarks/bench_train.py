@@ -97,11 +97,10 @@ def compare_memory_formats(width: float, size: int, batch: int, repeats: int = 5
     natively), alternating: what decides the defaults of `train.channels_last` and `train.amp`."""
     import torch
 
+    from yolo_core.inference import choose_precision
     from yolo_core.models import create_model
 
     torch.set_num_threads(1)
-    from yolo_core.inference import choose_precision
-
     x = torch.rand(batch, 3, size, size)
     fmts = ["nchw", "channels_last"]
     if choose_precision("cpu").dtype == torch.bfloat16:
