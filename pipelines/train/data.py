@@ -20,6 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,8 @@ MIN_STEPS_PER_PASS = 500
 MAX_EPOCHS_PER_PASS = 64
 # Rows per decode + augment call (``map_batches``).
 DECODE_BATCH = 16
+# Decoded images per block of a training stream (see training_datasets).
+BLOCK_ROWS = 64
 # The training streams and the shard rows (``kind``) each one reads.
 STREAM_KIND = {"det": DETECTION, "cls": CLASSIFICATION}
 
@@ -156,65 +159,52 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
     return {"image": out_img, "boxes": pb, "labels": pl, "image_label": label, "cut_boxes": cut + lost}
 
 
-def read_shards(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None, epochs: int = 1,
-                seed: int | None = None, kind: str | None = None):
-    """The rows of the shard directories as one Ray Dataset (only the columns training reads, only
-    rows of ``kind`` when given), each block repeated ``epochs`` times (see :func:`stream_passes`),
-    files in an order shuffled with ``seed`` (the same order on every pass, so a resumed worker can
-    skip what it trained on).
+@dataclass(frozen=True)
+class ShardRows:
+    """Rows per ``kind`` in each part file of the shard directories (files in directory order)."""
 
-    The files are shuffled as they are read rather than with ``randomize_block_order``: that
-    one is an all-to-all step which holds every block of a pass before passing any on.
-    """
-    import ray.data
-    from ray.data.datasource import FileShuffleConfig
+    by_file: dict[str, dict[str, int]]
+
+    @property
+    def by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for counts in self.by_file.values():
+            for kind, n in counts.items():
+                out[kind] = out.get(kind, 0) + n
+        return out
+
+
+def count_rows(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> ShardRows:
+    """Rows per ``kind`` in each part file (reads only that column)."""
+    import pyarrow.parquet as pq
 
     from pipelines import storage
 
     files = shard_files(shard_uris, storage_options)
     if not files:
         raise ShardDataError(f"shard directories {[storage.redact_uri(u) for u in shard_uris]}: no part files")
-    fs = None
-    if storage_options and any(storage.is_remote(f) for f in files):
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-        fs = PyFileSystem(FSSpecHandler(storage.filesystem(files[0], storage_options)[0]))
-    shuffle = FileShuffleConfig(seed=seed, reseed_after_execution=False) if seed is not None else None
-    ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS, filesystem=fs, shuffle=shuffle)
-    if kind is not None:
-        ds = ds.filter(expr=f"kind == '{kind}'")
-    if epochs > 1:
-        # Repeat each block rather than list each file `epochs` times: Ray Train's ingest reads a
-        # repeated path once (measured: one epoch per execution).
-        ds = ds.map_batches(_repeat_rows, batch_format="pyarrow", batch_size=None, fn_kwargs={"times": epochs})
-    return ds
-
-
-def _repeat_rows(batch: pa.Table, times: int) -> pa.Table:
-    return pa.concat_tables([batch] * times)
+    by_file: dict[str, dict[str, int]] = {}
+    for f in files:
+        fs, path = storage.filesystem(f, storage_options)
+        counts = by_file.setdefault(f, {})
+        for kind in pq.read_table(path, columns=KIND_COLUMNS, filesystem=fs)["kind"].to_pylist():
+            counts[kind] = counts.get(kind, 0) + 1
+    return ShardRows(by_file)
 
 
 def count_kinds(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
     """Rows per ``kind`` over the shard directories (reads only that column)."""
-    import pyarrow.parquet as pq
-
-    from pipelines import storage
-
-    counts: dict[str, int] = {}
-    for f in shard_files(shard_uris, storage_options):
-        fs, path = storage.filesystem(f, storage_options)
-        for kind in pq.read_table(path, columns=KIND_COLUMNS, filesystem=fs)["kind"].to_pylist():
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts
+    return count_rows(shard_uris, storage_options).by_kind
 
 
 def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig,
-               storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+               storage_options: Mapping[str, Any] | None = None) -> ShardRows:
     """Fail before starting workers when a stream the mode needs cannot fill one batch per worker;
-    return the rows per ``kind``."""
+    return the rows per file and ``kind``."""
     from pipelines import storage
 
-    have = count_kinds(shard_uris, storage_options)
+    rows = count_rows(shard_uris, storage_options)
+    have = rows.by_kind
     for name, n in batch_split(tcfg).items():
         need = n * tcfg.num_workers
         if have.get(STREAM_KIND[name], 0) < need:
@@ -222,7 +212,7 @@ def check_rows(shard_uris: Sequence[str], tcfg: TrainConfig,
             raise ShardDataError(
                 f"train.mode={tcfg.mode} needs at least {need} '{STREAM_KIND[name]}' rows ({n} per micro-batch x "
                 f"{tcfg.num_workers} workers); the shards ({where}) hold {have.get(STREAM_KIND[name], 0)}")
-    return have
+    return rows
 
 
 @dataclass(frozen=True)
@@ -260,34 +250,107 @@ def stream_passes(rows_by_kind: Mapping[str, int], tcfg: TrainConfig) -> dict[st
     return out
 
 
+@dataclass(frozen=True)
+class ReadPiece:
+    """One read task of a stream's pass: the first ``rows`` rows of one kind in ``file``, in epoch ``epoch``."""
+
+    file: str
+    epoch: int
+    rows: int
+
+
+def plan_pass(rows: ShardRows, kind: str, p: StreamPass, seed: int) -> list[ReadPiece]:
+    """The read tasks of one pass over a stream, in order: ``p.epochs`` epochs, each over the files
+    in one order shuffled with ``seed`` (the same in every epoch and pass, so a resumed worker can
+    skip what it trained on), cut after ``p.rows`` rows when set (rows past the cut are never read)."""
+    import random
+
+    files = [f for f, counts in rows.by_file.items() if counts.get(kind, 0) > 0]
+    random.Random(seed).shuffle(files)
+    left = p.rows
+    pieces = []
+    for epoch in range(p.epochs):
+        for f in files:
+            n = rows.by_file[f][kind] if left is None else min(rows.by_file[f][kind], left)
+            pieces.append(ReadPiece(f, epoch, n))
+            if left is not None:
+                left -= n
+                if left == 0:
+                    return pieces
+    return pieces
+
+
+def read_piece(piece: ReadPiece, kind: str, storage_options: Mapping[str, Any] | None) -> Iterator[pa.Table]:
+    """The rows of one read task: the training columns of ``kind`` rows, a row group at a time."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipelines import storage
+
+    left = piece.rows
+    with storage.open_uri(piece.file, "rb", storage_options) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=4 * DECODE_BATCH, columns=TRAIN_COLUMNS):
+            table = pa.Table.from_batches([batch])
+            table = table.filter(pc.equal(table["kind"], kind))
+            if table.num_rows:
+                yield table.slice(0, left)
+                left -= min(left, table.num_rows)
+            if left == 0:
+                return
+
+
+def _shard_source(pieces: Sequence[ReadPiece], kind: str, storage_options: Mapping[str, Any] | None):
+    """A Ray Data source with one read task per piece, in the pieces' order."""
+    import functools
+
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class TrainShards(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list[ReadTask]:
+            return [ReadTask(functools.partial(read_piece, piece, kind, storage_options),
+                             BlockMetadata(num_rows=piece.rows, size_bytes=None, exec_stats=None, input_files=None),
+                             per_task_row_limit=per_task_row_limit)
+                    for piece in pieces]
+
+    return TrainShards()
+
+
 def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_options: Mapping[str, Any] | None = None,
-                      passes: Mapping[str, StreamPass] | None = None) -> dict[str, Any]:
+                      passes: Mapping[str, StreamPass] | None = None, rows: ShardRows | None = None) -> dict[str, Any]:
     """The mode's streams (lazy Ray Datasets): rows of one kind, sized by ``passes`` (see
-    :func:`stream_passes`; default one epoch each), decoded and augmented."""
+    :func:`stream_passes`; default one epoch each), decoded and augmented, in blocks of about
+    ``BLOCK_ROWS`` images. ``rows``: the shards' row counts when already read (:func:`check_rows`)."""
+    import ray.data
     from ray.data import DataContext
 
     from pipelines.train.executor_idle import IdleBackoff
 
+    rows = rows or count_rows(shard_uris, storage_options)
+    size = canvas_size(tcfg)
     out = {}
     ctx = DataContext.get_current()
-    before = ctx.custom_execution_callback_classes
+    before = ctx.custom_execution_callback_classes, ctx.target_max_block_size
     # A Dataset keeps the context it was created in: these streams' executors wait rather than
-    # spin while nothing of theirs runs (executor_idle.py). Their blocks keep Ray's default size:
-    # read_shards repeats each read block, so blocks smaller than a file would repeat a few rows
-    # epoch after epoch before the next ones (tried in issue 20; the demo's unseen mAP@.5 fell).
-    ctx.custom_execution_callback_classes = [*before, IdleBackoff]
+    # spin while nothing of theirs runs (executor_idle.py), and their blocks hold BLOCK_ROWS
+    # decoded images: a stream's first batch waits for its first whole block (Ray's default 128 MB
+    # held ~2,700 128-px images, the train benchmark's first ~30 s, issue 20).
+    ctx.custom_execution_callback_classes = [*before[0], IdleBackoff]
+    ctx.target_max_block_size = BLOCK_ROWS * size * size * 3
     try:
         for name in batch_split(tcfg):
-            p = (passes or {}).get(name, StreamPass(1, None))
-            ds = read_shards(shard_uris, storage_options, p.epochs, seed=tcfg.seed, kind=STREAM_KIND[name])
-            if p.rows is not None:
-                ds = ds.limit(p.rows)  # before decoding: rows past the cut are never decoded
-            out[name] = ds.map_batches(
-                decode_augment, batch_format="pyarrow", batch_size=DECODE_BATCH,
-                fn_kwargs={"size": canvas_size(tcfg), "seed": tcfg.seed},
-            )
+            kind = STREAM_KIND[name]
+            pieces = plan_pass(rows, kind, (passes or {}).get(name, StreamPass(1, None)), tcfg.seed)
+            ds = ray.data.read_datasource(_shard_source(pieces, kind, storage_options),
+                                          override_num_blocks=max(1, len(pieces)))
+            out[name] = ds.map_batches(decode_augment, batch_format="pyarrow", batch_size=DECODE_BATCH,
+                                       fn_kwargs={"size": size, "seed": tcfg.seed})
     finally:
-        ctx.custom_execution_callback_classes = before
+        ctx.custom_execution_callback_classes, ctx.target_max_block_size = before
     return out
 
 
@@ -332,6 +395,12 @@ class _Stream:
         self.it, self.batch_size, self.seed = it, batch_size, seed
         self.epoch, self.batch = epoch, batch
         self._gen = self._batches()
+        self._first: Future | None = None  # the first batch, being fetched (see start)
+
+    def start(self, pool: ThreadPoolExecutor) -> None:
+        """Fetch the first batch in ``pool`` now: starts the stream's Ray Data execution while
+        the caller does other work."""
+        self._first = pool.submit(next, self._gen)
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         skip = self.batch  # on resume, the batches of this epoch already trained on
@@ -359,9 +428,14 @@ class _Stream:
             self.epoch, self.batch, skip = self.epoch + 1, 0, 0
 
     def __next__(self) -> dict[str, torch.Tensor]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first.result()
         return next(self._gen)
 
     def close(self) -> None:
+        if self._first is not None:  # the generator cannot close while the pool's thread runs it
+            wait([self._first])
         self._gen.close()
 
 
@@ -376,11 +450,25 @@ class JointBatches:
             for i, (name, n) in enumerate(counts.items())
         }
         self.wait_s = 0.0  # time spent waiting for data since the last reset
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self) -> JointBatches:
+        """Start every stream now, side by side, fetching its first batch in a thread: a stream's
+        first batch waits seconds for its Ray Data execution to start (coordinator, read and
+        decode tasks, their imports). Drawn one after another on the first step, the streams'
+        start-ups added up (issue 20: ~9 s before the train benchmark's first step, ~4 s with
+        the streams side by side and the model built meanwhile)."""
+        self._pool = ThreadPoolExecutor(len(self.streams), thread_name_prefix="first-batch")
+        for s in self.streams.values():
+            s.start(self._pool)
+        return self
 
     def close(self) -> None:
         """Stop reading: the streams' Ray Data executions end instead of filling buffers nobody reads."""
         for s in self.streams.values():
             s.close()
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def position(self) -> dict[str, dict[str, int]]:
         return {k: {"epoch": s.epoch, "batch": s.batch} for k, s in self.streams.items()}

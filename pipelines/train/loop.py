@@ -177,24 +177,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if t.torch_threads:
         torch.set_num_threads(t.torch_threads)
 
-    # Model and optimizer.
-    tree = Tree(config["tree"]["parents"]) if config.get("tree") else None
-    model = build_model(cfg.model, t, tree, config.get("anchors"), config.get("flat_classes"))
-    optimizer = build_optimizer(param_groups(model, t.weight_decay), t)
-
-    # Restore: the whole state from the latest checkpoint of this run, else a warm start.
+    # Restore, first read: the latest checkpoint of this run; its data position starts the streams.
     step, seen, position, run_id, restored, warm = 0, 0, None, config.get("run_id"), False, ""
+    state, worker = None, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state, worker = ckpt_io.read_checkpoint(d, rank)
         ckpt_io.check_schedule(state["schedule"], schedule_of(t), str(checkpoint.path))
+        position = worker["position"] if worker is not None else None
+
+    # Data: this worker's shard of each stream, restored to where it stopped, started now so that
+    # the streams' executions start while the model is built.
+    counts = batch_split(t)
+    batches = JointBatches({k: ray.train.get_dataset_shard(k) for k in counts}, counts, t.seed + rank,
+                           position).start()
+
+    # Model and optimizer: the checkpoint's state, else a warm start.
+    tree = Tree(config["tree"]["parents"]) if config.get("tree") else None
+    model = build_model(cfg.model, t, tree, config.get("anchors"), config.get("flat_classes"))
+    optimizer = build_optimizer(param_groups(model, t.weight_decay), t)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seen, run_id, restored = state["step"], state["seen"], state.get("run_id") or run_id, True
         if worker is not None:
             ckpt_io.set_rng_state(worker["rng"])
-            position = worker["position"]
     elif cfg.model.init_weights:
         warm = ckpt_io.warm_start(model, cfg.model.init_weights, cfg.storage.options, config.get("tracking_uri"))
         log.info("warm start: %s", warm)
@@ -228,9 +236,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             tracker.log_dict({"anchors": config["anchors"]}, "anchors.json")
     tracker.log_metrics({"resumed_from_step": step}, step=step)
 
-    # Data: this worker's shard of each stream, restored to where it stopped.
-    counts = batch_split(t)
-    batches = JointBatches({k: ray.train.get_dataset_shard(k) for k in counts}, counts, t.seed + rank, position)
     micro = sum(counts.values())
     stop = min(t.max_steps, config.get("stop_after") or t.max_steps)
     progress_out = ProgressSender(config.get("progress_queue") if rank == 0 else None)

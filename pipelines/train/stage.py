@@ -126,13 +126,13 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                            done.extra.get("checkpoint_uri"), dict(done.extra.get("metrics", {})), skipped=True)
 
     log.info("train: %s mode on %s", t.mode, ", ".join(storage.redact_uri(s) for s in shards))
-    rows_by_kind = check_rows(list(shards), t, opts)
+    rows = check_rows(list(shards), t, opts)
     tree_payload, tags = _tree_payload(tree)
     tracking_uri = cfg.mlflow.resolved_tracking_uri()
     run_id = _run_id(cfg.mlflow.experiment, out_uri, tracking_uri, tags, opts)
     log_shard_inputs(tracking_uri, run_id, list(shards), TRAINING, opts)
-    passes = stream_passes(rows_by_kind, t)
-    log.info("train: rows %s; per pass over each stream: %s", rows_by_kind,
+    passes = stream_passes(rows.by_kind, t)
+    log.info("train: rows %s; per pass over each stream: %s", rows.by_kind,
              {k: f"{p.epochs} epoch(s)" + (f", cut at {p.rows} rows" if p.rows is not None else "")
               for k, p in passes.items()})
     parent, name = out_uri.rstrip("/").rsplit("/", 1)
@@ -163,7 +163,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                     failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                 ),
-                datasets=training_datasets(list(shards), t, opts, passes),
+                datasets=training_datasets(list(shards), t, opts, passes, rows),
                 # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
                 dataset_config=ray.train.DataConfig(
                     execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),

@@ -208,7 +208,9 @@ def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
              "image_node": -1} for i in range(6)]
     write_committed(str(d), [_shard_table(rows)])
     assert count_kinds([str(d)]) == {"detection": 6}
-    assert check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1)) == {"detection": 6}
+    rows = check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1))
+    assert rows.by_kind == {"detection": 6}
+    assert list(rows.by_file.values()) == [{"detection": 6}] and next(iter(rows.by_file)).endswith(".parquet")
     with pytest.raises(ShardDataError, match=r"needs at least 8 'detection' rows .* hold 6"):
         check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=2))
     with pytest.raises(ShardDataError, match=r"train.mode=joint needs at least 2 'classification' rows.*coco-train"):
@@ -241,7 +243,7 @@ def test_a_pass_decodes_only_the_rows_trained_on(tmp_path, ray_local):
     """Counted, not timed: train-like reading of a tiny run (JointBatches over the streams of
     training_datasets, sized by stream_passes) ends its passes at the last step, and Ray Data's
     decode operator saw exactly the rows trained on (it used to decode whole shared-epoch passes)."""
-    from pipelines.train.data import read_shards, stream_passes, training_datasets
+    from pipelines.train.data import stream_passes, training_datasets
 
     d = tmp_path / "shards" / "mixed"
     d.mkdir(parents=True)
@@ -250,10 +252,6 @@ def test_a_pass_decodes_only_the_rows_trained_on(tmp_path, ray_local):
              "box_nodes": [0] if kind == "detection" else [], "image_node": -1 if kind == "detection" else 0}
             for k, kind, n in (("d", "detection", 10), ("c", "classification", 30)) for i in range(n)]
     write_committed(str(d), [_shard_table(rows)])
-    # read_shards repeats every block `epochs` times: each row comes back that many times.
-    ids = [r["image_id"] for r in read_shards([str(d)], epochs=3, kind="detection").take_all()]
-    assert sorted(ids) == sorted([f"d/{i}" for i in range(10)] * 3)
-
     t = TrainConfig(mode="joint", batch_size=4, det_fraction=0.75, multiscale=False, input_size=32, max_steps=7)
     passes = stream_passes({"detection": 10, "classification": 30}, t)
     assert passes["det"].epochs == 3 and passes["cls"].epochs == 1  # 21 and 7 rows are trained on
@@ -309,6 +307,74 @@ def test_stream_executors_sleep_only_when_nothing_of_theirs_runs(monkeypatch):
     assert slept == [executor_idle.IDLE_SLEEP_S]
     IdleBackoff().on_execution_step(SimpleNamespace())  # another Ray without the field: unchanged
     assert slept == [executor_idle.IDLE_SLEEP_S]
+
+
+def test_a_pass_reads_epoch_after_epoch_in_one_shuffled_file_order():
+    from pipelines.train.data import ReadPiece, ShardRows, StreamPass, plan_pass
+
+    rows = ShardRows({"a": {"detection": 5, "classification": 2}, "b": {"classification": 3}, "c": {"detection": 4}})
+    pieces = plan_pass(rows, "detection", StreamPass(3, None), seed=0)
+    order = [p.file for p in pieces[:2]]
+    assert sorted(order) == ["a", "c"]  # b holds no detection rows: no read task
+    assert [(p.file, p.epoch) for p in pieces] == [(f, e) for e in range(3) for f in order]
+    assert {p.file: p.rows for p in pieces} == {"a": 5, "c": 4}
+    orders = {tuple(p.file for p in plan_pass(rows, "detection", StreamPass(1, None), seed=s)) for s in range(10)}
+    assert orders == {("a", "c"), ("c", "a")}  # the seed shuffles the files
+    # Cut at 12 rows: epoch 0 whole (9 rows), then 3 rows of epoch 1's first file; nothing after.
+    cut = plan_pass(rows, "detection", StreamPass(3, 12), seed=0)
+    assert [p.file for p in cut[:2]] == order and cut[2] == ReadPiece(order[0], 1, 3) and len(cut) == 3
+
+
+def test_a_read_task_takes_its_kind_and_stops_at_its_rows(tmp_path):
+    from pipelines.train.data import ReadPiece, read_piece
+
+    d = tmp_path / "shards" / "mixed"
+    d.mkdir(parents=True)
+    rows = [{"image_id": f"{kind[0]}/{i}", "kind": kind, "image": b"x", "boxes": [], "box_nodes": [], "image_node": 0}
+            for i in range(150) for kind in ("detection", "classification")]
+    write_committed(str(d), [_shard_table(rows)])
+    f = str(next(d.glob("*.parquet")))
+    got = [i for t in read_piece(ReadPiece(f, 0, 120), "classification", None) for i in t["image_id"].to_pylist()]
+    assert got == [f"c/{i}" for i in range(120)]
+    whole = [i for t in read_piece(ReadPiece(f, 2, 150), "detection", None) for i in t["image_id"].to_pylist()]
+    assert whole == [f"d/{i}" for i in range(150)]
+
+
+def test_streams_come_in_small_blocks_epoch_after_epoch(tmp_path, ray_local):
+    """A stream's first batch waits for its first whole block: blocks of about BLOCK_ROWS decoded
+    images, not Ray's default 128 MB (~2,700 128-px images, issue 20); each epoch of a pass reads
+    every file once, in the same order."""
+    from ray.data import DataContext
+
+    from pipelines.train.data import (
+        BLOCK_ROWS, DECODE_BATCH, StreamPass, _shard_source, count_rows, plan_pass, training_datasets)
+
+    d = tmp_path / "shards" / "det"
+    d.mkdir(parents=True)
+    tables = [_shard_table([{"image_id": f"{part}/{i}", "kind": "detection", "image": _jpeg(40, 32, (4, 4, 20, 20)),
+                             "boxes": [[0.1, 0.1, 0.6, 0.8]], "box_nodes": [0], "image_node": -1}
+                            for i in range(100)]) for part in ("p", "q")]
+    write_committed(str(d), tables)
+    t = TrainConfig(mode="detect", batch_size=4, multiscale=False, input_size=32, max_steps=2)
+    ds = training_datasets([str(d)], t, passes={"det": StreamPass(2, None)})["det"]
+    sizes = [len(b["image_label"]) for b in ds.iter_batches(batch_size=None)]
+    assert sum(sizes) == 400 and max(sizes) <= BLOCK_ROWS + DECODE_BATCH, sizes
+
+    rows = count_rows([str(d)])
+    pieces = plan_pass(rows, "detection", StreamPass(2, None), seed=t.seed)
+    ctx = DataContext.get_current()
+    ordered = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True  # as training reads (stage._ordered_ingest)
+    try:
+        import ray.data
+
+        ids = [r["image_id"] for r in ray.data.read_datasource(_shard_source(pieces, "detection", None)).take_all()]
+    finally:
+        ctx.execution_options.preserve_order = ordered
+    first = ids[0].split("/")[0]
+    second = "q" if first == "p" else "p"
+    epoch = [f"{first}/{i}" for i in range(100)] + [f"{second}/{i}" for i in range(100)]
+    assert ids == epoch * 2
 
 
 def _decoded_rows(stats: str) -> int:
