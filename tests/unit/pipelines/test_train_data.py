@@ -131,6 +131,33 @@ def test_joint_batches_mix_streams_and_resume_position(ordered):
     assert nxt["image_label"].tolist() == expected["image_label"].tolist()
 
 
+def test_started_streams_fetch_their_first_batches_side_by_side(ordered):
+    """JointBatches.start: every stream's first batch is fetched before the first step asks (the
+    loop starts the streams, then builds the model), the batches are the same, and a stream's
+    error surfaces at the step that needs it."""
+    from concurrent.futures import wait
+
+    from pipelines.train.data import ShardDataError
+
+    def streams():
+        return {"det": _stream(ordered, 10, "det", 0).iterator(), "cls": _stream(ordered, 12, "cls", 100).iterator()}
+
+    counts = {"det": 2, "cls": 3}
+    plain = JointBatches(streams(), counts, seed=0)
+    started = JointBatches(streams(), counts, seed=0).start()
+    first = [s._first for s in started.streams.values()]
+    assert not wait(first, timeout=120).not_done  # fetched with no step asking
+    for _ in range(6):  # past the end of both streams' first pass
+        assert started.next(16)["image_label"].tolist() == plain.next(16)["image_label"].tolist()
+    assert started.position() == plain.position()
+    started.close()
+    plain.close()
+    tiny = JointBatches({"det": _stream(ordered, 1, "det", 0).iterator()}, {"det": 2}, seed=0).start()
+    with pytest.raises(ShardDataError, match="fewer rows than one batch"):
+        tiny.next(16)
+    tiny.close()
+
+
 def _shard_table(rows: list[dict]):
     """Rows as training reads them: the shard schema's training columns."""
     import pyarrow as pa
@@ -346,8 +373,7 @@ def test_streams_come_in_small_blocks_epoch_after_epoch(tmp_path, ray_local):
     every file once, in the same order."""
     from ray.data import DataContext
 
-    from pipelines.train.data import (
-        BLOCK_ROWS, DECODE_BATCH, StreamPass, _shard_source, count_rows, plan_pass, training_datasets)
+    from pipelines.train import data
 
     d = tmp_path / "shards" / "det"
     d.mkdir(parents=True)
@@ -356,19 +382,18 @@ def test_streams_come_in_small_blocks_epoch_after_epoch(tmp_path, ray_local):
                             for i in range(100)]) for part in ("p", "q")]
     write_committed(str(d), tables)
     t = TrainConfig(mode="detect", batch_size=4, multiscale=False, input_size=32, max_steps=2)
-    ds = training_datasets([str(d)], t, passes={"det": StreamPass(2, None)})["det"]
+    ds = data.training_datasets([str(d)], t, passes={"det": data.StreamPass(2, None)})["det"]
     sizes = [len(b["image_label"]) for b in ds.iter_batches(batch_size=None)]
-    assert sum(sizes) == 400 and max(sizes) <= BLOCK_ROWS + DECODE_BATCH, sizes
+    assert sum(sizes) == 400 and max(sizes) <= data.BLOCK_ROWS + data.DECODE_BATCH, sizes
 
-    rows = count_rows([str(d)])
-    pieces = plan_pass(rows, "detection", StreamPass(2, None), seed=t.seed)
+    pieces = data.plan_pass(data.count_rows([str(d)]), "detection", data.StreamPass(2, None), seed=t.seed)
     ctx = DataContext.get_current()
     ordered = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True  # as training reads (stage._ordered_ingest)
     try:
         import ray.data
 
-        ids = [r["image_id"] for r in ray.data.read_datasource(_shard_source(pieces, "detection", None)).take_all()]
+        ids = [r["image_id"] for r in ray.data.read_datasource(data._shard_source(pieces, "detection", None)).take_all()]
     finally:
         ctx.execution_options.preserve_order = ordered
     first = ids[0].split("/")[0]
