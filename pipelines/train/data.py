@@ -280,26 +280,31 @@ def plan_pass(rows: ShardRows, kind: str, p: StreamPass, seed: int) -> list[Read
     return pieces
 
 
-def read_piece(piece: ReadPiece, kind: str, storage_options: Mapping[str, Any] | None) -> Iterator[pa.Table]:
-    """The rows of one read task: the training columns of ``kind`` rows, a row group at a time."""
+def read_piece(piece: ReadPiece, kind: str, seed: int, storage_options: Mapping[str, Any] | None) -> Iterator[pa.Table]:
+    """The rows of one read task: the training columns of the file's ``kind`` rows in an order
+    shuffled with (``seed``, epoch, file name), the first ``piece.rows`` of them.
+
+    Shuffled here, at the source: the training iterator's local shuffle buffer mixes only the
+    blocks it holds, and ingest writes rows class by class. With Ray's 128 MB blocks the buffer
+    held ~850 images, more than an epoch of the demo's streams; with blocks of ``BLOCK_ROWS`` it
+    would mix a few classes at a time (measured on the demo: unseen mAP@.5 0.33 -> 0.25-0.29).
+    """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from pipelines import storage
 
-    left = piece.rows
     with storage.open_uri(piece.file, "rb", storage_options) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=4 * DECODE_BATCH, columns=TRAIN_COLUMNS):
-            table = pa.Table.from_batches([batch])
-            table = table.filter(pc.equal(table["kind"], kind))
-            if table.num_rows:
-                yield table.slice(0, left)
-                left -= min(left, table.num_rows)
-            if left == 0:
-                return
+        table = pq.read_table(f, columns=TRAIN_COLUMNS)
+    table = table.filter(pc.equal(table["kind"], kind))
+    name = piece.file.rstrip("/").rsplit("/", 1)[-1]
+    order = np.random.default_rng([seed, piece.epoch, zlib.crc32(name.encode())]).permutation(table.num_rows)
+    table = table.take(order[: piece.rows])
+    for start in range(0, table.num_rows, BLOCK_ROWS):
+        yield table.slice(start, BLOCK_ROWS)
 
 
-def _shard_source(pieces: Sequence[ReadPiece], kind: str, storage_options: Mapping[str, Any] | None):
+def _shard_source(pieces: Sequence[ReadPiece], kind: str, seed: int, storage_options: Mapping[str, Any] | None):
     """A Ray Data source with one read task per piece, in the pieces' order."""
     import functools
 
@@ -312,7 +317,7 @@ def _shard_source(pieces: Sequence[ReadPiece], kind: str, storage_options: Mappi
 
         def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                            data_context: Any = None) -> list[ReadTask]:
-            return [ReadTask(functools.partial(read_piece, piece, kind, storage_options),
+            return [ReadTask(functools.partial(read_piece, piece, kind, seed, storage_options),
                              BlockMetadata(num_rows=piece.rows, size_bytes=None, exec_stats=None, input_files=None),
                              per_task_row_limit=per_task_row_limit)
                     for piece in pieces]
@@ -345,7 +350,7 @@ def training_datasets(shard_uris: Sequence[str], tcfg: TrainConfig, storage_opti
         for name in batch_split(tcfg):
             kind = STREAM_KIND[name]
             pieces = plan_pass(rows, kind, (passes or {}).get(name, StreamPass(1, None)), tcfg.seed)
-            ds = ray.data.read_datasource(_shard_source(pieces, kind, storage_options),
+            ds = ray.data.read_datasource(_shard_source(pieces, kind, tcfg.seed, storage_options),
                                           override_num_blocks=max(1, len(pieces)))
             out[name] = ds.map_batches(decode_augment, batch_format="pyarrow", batch_size=DECODE_BATCH,
                                        fn_kwargs={"size": size, "seed": tcfg.seed})

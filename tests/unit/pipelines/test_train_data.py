@@ -352,8 +352,8 @@ def test_a_pass_reads_epoch_after_epoch_in_one_shuffled_file_order():
     assert [p.file for p in cut[:2]] == order and cut[2] == ReadPiece(order[0], 1, 3) and len(cut) == 3
 
 
-def test_a_read_task_takes_its_kind_and_stops_at_its_rows(tmp_path):
-    from pipelines.train.data import ReadPiece, read_piece
+def test_a_read_task_takes_its_kind_shuffled_per_epoch_and_stops_at_its_rows(tmp_path):
+    from pipelines.train.data import BLOCK_ROWS, ReadPiece, read_piece
 
     d = tmp_path / "shards" / "mixed"
     d.mkdir(parents=True)
@@ -361,16 +361,24 @@ def test_a_read_task_takes_its_kind_and_stops_at_its_rows(tmp_path):
             for i in range(150) for kind in ("detection", "classification")]
     write_committed(str(d), [_shard_table(rows)])
     f = str(next(d.glob("*.parquet")))
-    got = [i for t in read_piece(ReadPiece(f, 0, 120), "classification", None) for i in t["image_id"].to_pylist()]
-    assert got == [f"c/{i}" for i in range(120)]
-    whole = [i for t in read_piece(ReadPiece(f, 2, 150), "detection", None) for i in t["image_id"].to_pylist()]
-    assert whole == [f"d/{i}" for i in range(150)]
+
+    def ids(epoch: int, n: int, kind: str, seed: int = 0) -> list[str]:
+        tables = list(read_piece(ReadPiece(f, epoch, n), kind, seed, None))
+        assert all(t.num_rows <= BLOCK_ROWS for t in tables)
+        return [i for t in tables for i in t["image_id"].to_pylist()]
+
+    whole = ids(0, 150, "detection")
+    assert sorted(whole) == sorted(f"d/{i}" for i in range(150)) and whole != [f"d/{i}" for i in range(150)]
+    assert ids(0, 150, "detection") == whole  # the same order for the same seed and epoch (a resume)
+    assert ids(1, 150, "detection") != whole and ids(0, 150, "detection", seed=1) != whole
+    cut = ids(2, 120, "classification")
+    assert len(set(cut)) == 120 and all(i.startswith("c/") for i in cut) and cut == ids(2, 150, "classification")[:120]
 
 
 def test_streams_come_in_small_blocks_epoch_after_epoch(tmp_path, ray_local):
     """A stream's first batch waits for its first whole block: blocks of about BLOCK_ROWS decoded
     images, not Ray's default 128 MB (~2,700 128-px images, issue 20); each epoch of a pass reads
-    every file once, in the same order."""
+    every file once, in the same file order, in the order the read tasks were planned."""
     from ray.data import DataContext
 
     from pipelines.train import data
@@ -393,13 +401,15 @@ def test_streams_come_in_small_blocks_epoch_after_epoch(tmp_path, ray_local):
     try:
         import ray.data
 
-        ids = [r["image_id"] for r in ray.data.read_datasource(data._shard_source(pieces, "detection", None)).take_all()]
+        ids = [r["image_id"] for r in ray.data.read_datasource(data._shard_source(pieces, "detection", t.seed, None)).take_all()]
     finally:
         ctx.execution_options.preserve_order = ordered
-    first = ids[0].split("/")[0]
-    second = "q" if first == "p" else "p"
-    epoch = [f"{first}/{i}" for i in range(100)] + [f"{second}/{i}" for i in range(100)]
-    assert ids == epoch * 2
+    # Epoch after epoch: each epoch reads the files in one order, each file's rows shuffled anew.
+    first, second = ids[:100], ids[100:200]
+    assert len({i.split("/")[0] for i in first}) == 1 and sorted(first + second) == sorted(
+        f"{p}/{i}" for p in "pq" for i in range(100))
+    assert [i.split("/")[0] for i in ids[200:]] == [i.split("/")[0] for i in ids[:200]] and ids[200:] != ids[:200]
+    assert sorted(ids[200:]) == sorted(ids[:200])
 
 
 def _decoded_rows(stats: str) -> int:
