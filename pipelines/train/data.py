@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -185,11 +186,25 @@ def count_rows(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | N
         raise ShardDataError(f"shard directories {[storage.redact_uri(u) for u in shard_uris]}: no part files")
     by_file: dict[str, dict[str, int]] = {}
     for f in files:
-        fs, path = storage.filesystem(f, storage_options)
+        with _reading(f):
+            fs, path = storage.filesystem(f, storage_options)
+            kinds = pq.read_table(path, columns=KIND_COLUMNS, filesystem=fs)["kind"].to_pylist()
         counts = by_file.setdefault(f, {})
-        for kind in pq.read_table(path, columns=KIND_COLUMNS, filesystem=fs)["kind"].to_pylist():
+        for kind in kinds:
             counts[kind] = counts.get(kind, 0) + 1
     return ShardRows(by_file)
+
+
+@contextmanager
+def _reading(uri: str) -> Iterator[None]:
+    """A shard file that cannot be read (missing, truncated, not Parquet) as a ShardDataError naming it."""
+    from pipelines import storage
+
+    try:
+        yield
+    except (OSError, pa.ArrowException) as e:
+        raise ShardDataError(f"shard file {storage.redact_uri(uri)}: cannot be read "
+                             f"({storage.redact_uri(str(e))})") from None
 
 
 def count_kinds(shard_uris: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
@@ -294,9 +309,12 @@ def read_piece(piece: ReadPiece, kind: str, seed: int, storage_options: Mapping[
 
     from pipelines import storage
 
-    with storage.open_uri(piece.file, "rb", storage_options) as f:
+    with _reading(piece.file), storage.open_uri(piece.file, "rb", storage_options) as f:
         table = pq.read_table(f, columns=TRAIN_COLUMNS)
     table = table.filter(pc.equal(table["kind"], kind))
+    if table.num_rows < piece.rows:
+        raise ShardDataError(f"shard file {storage.redact_uri(piece.file)}: {table.num_rows} '{kind}' rows, "
+                             f"{piece.rows} when training started: the shards changed under a running training")
     name = piece.file.rstrip("/").rsplit("/", 1)[-1]
     order = np.random.default_rng([seed, piece.epoch, zlib.crc32(name.encode())]).permutation(table.num_rows)
     table = table.take(order[: piece.rows])

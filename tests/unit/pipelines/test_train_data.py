@@ -244,6 +244,29 @@ def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
         check_rows([str(d)], TrainConfig(mode="joint", batch_size=4, det_fraction=0.5))
 
 
+def test_an_unreadable_shard_file_is_named(tmp_path):
+    from pipelines.train.data import ReadPiece, ShardDataError, check_rows, read_piece
+
+    d = tmp_path / "shards" / "coco-train"
+    d.mkdir(parents=True)
+    rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"x", "boxes": [], "box_nodes": [],
+             "image_node": -1} for i in range(6)]
+    write_committed(str(d), [_shard_table(rows)])
+    part = next(d.glob("*.parquet"))
+    good = part.read_bytes()
+    part.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(ShardDataError, match=rf"shard file {part}: cannot be read"):
+        check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1))
+    with pytest.raises(ShardDataError, match=rf"shard file {part}: cannot be read"):
+        list(read_piece(ReadPiece(str(part), 0, 6), "detection", 0, None))
+    part.write_bytes(good)
+    with pytest.raises(ShardDataError, match=r"6 'detection' rows, 8 when training started"):
+        list(read_piece(ReadPiece(str(part), 0, 8), "detection", 0, None))
+    part.unlink()
+    with pytest.raises(ShardDataError, match=rf"shard file {part}: cannot be read"):
+        check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1))
+
+
 def test_each_stream_pass_holds_what_the_run_trains_on():
     """A pass (one Ray Data execution) of a small stream holds several epochs so that it does not
     restart every few steps, but each stream is sized on its own rows and cut at the rows the run
