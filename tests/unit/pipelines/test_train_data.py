@@ -225,15 +225,20 @@ def test_decode_augment_names_the_bad_row_and_field():
     assert ShardDataError.user_facing
 
 
-def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
-
-    from pipelines.train.data import ShardDataError, check_rows, count_kinds
-
+def _six_detection_rows(tmp_path: Path) -> Path:
+    """A committed shard directory of six detection rows (image bytes not decodable)."""
     d = tmp_path / "shards" / "coco-train"
     d.mkdir(parents=True)
-    rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"", "boxes": [], "box_nodes": [],
+    rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"x", "boxes": [], "box_nodes": [],
              "image_node": -1} for i in range(6)]
     write_committed(str(d), [_shard_table(rows)])
+    return d
+
+
+def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
+    from pipelines.train.data import ShardDataError, check_rows, count_kinds
+
+    d = _six_detection_rows(tmp_path)
     assert count_kinds([str(d)]) == {"detection": 6}
     rows = check_rows([str(d)], TrainConfig(mode="detect", batch_size=4, num_workers=1))
     assert rows.by_kind == {"detection": 6}
@@ -247,11 +252,7 @@ def test_check_rows_refuses_a_mode_the_shards_cannot_feed(tmp_path):
 def test_an_unreadable_shard_file_is_named(tmp_path):
     from pipelines.train.data import ReadPiece, ShardDataError, check_rows, read_piece
 
-    d = tmp_path / "shards" / "coco-train"
-    d.mkdir(parents=True)
-    rows = [{"image_id": f"coco/{i}", "kind": "detection", "image": b"x", "boxes": [], "box_nodes": [],
-             "image_node": -1} for i in range(6)]
-    write_committed(str(d), [_shard_table(rows)])
+    d = _six_detection_rows(tmp_path)
     part = next(d.glob("*.parquet"))
     good = part.read_bytes()
     part.write_bytes(good[: len(good) // 2])  # truncated
