@@ -457,6 +457,70 @@ def test_stream_cpu_limits_one_each_then_by_rows_per_step():
     assert stream_cpu_limits(TrainConfig(mode="detect", batch_size=16), 3.0) == {"det": 3.0}
 
 
+def test_stream_memory_limits_hold_a_few_steps_of_each_streams_rows():
+    from pipelines.train.data import AHEAD_STEPS, BLOCK_ROWS, stream_memory_limits
+
+    image = 224 * 224 * 3  # the demo's canvas: multiscale_max
+    joint = TrainConfig(mode="joint", batch_size=64, det_fraction=0.75, multiscale_min=160, multiscale_max=224)
+    assert stream_memory_limits(joint) == {"det": AHEAD_STEPS * 48 * image, "cls": AHEAD_STEPS * 16 * image}
+    # Every worker's rows, whole batches (subdivisions x micro-batch); never under two blocks.
+    big = TrainConfig(mode="detect", batch_size=64, subdivisions=2, num_workers=4, multiscale=False, input_size=416)
+    assert stream_memory_limits(big) == {"det": AHEAD_STEPS * 32 * 2 * 4 * 416 * 416 * 3}
+    small = TrainConfig(mode="detect", batch_size=2, multiscale=False, input_size=64)
+    assert stream_memory_limits(small) == {"det": 2 * BLOCK_ROWS * 64 * 64 * 3}
+
+
+def _plasma_bytes() -> int:
+    """Bytes the local Ray instance's object store holds now (Ray's own memory summary)."""
+    import re
+
+    import ray
+    from ray._private.internal_api import memory_summary
+
+    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    m = re.search(r"Plasma memory usage (\d+) MiB", summary)
+    assert m, "no plasma usage in Ray's memory summary"
+    return int(m.group(1)) * 2**20
+
+
+def test_a_stream_decodes_only_a_few_steps_ahead_of_training(tmp_path, ray_local):
+    """With the stage's object store cap (stream_memory_limits), a stream nobody reads from stops
+    after a few steps' worth of decoded rows; Ray Data's default let it decode its whole pass
+    into the object store (the demo: ~3 GB in its first 30 s, beside the trainer, issue 20)."""
+    import time
+
+    from pipelines.train.data import StreamPass, stream_memory_limits, training_datasets
+    from pipelines.train.stage import _ordered_ingest
+
+    d = tmp_path / "shards" / "det"
+    d.mkdir(parents=True)
+    write_committed(str(d), [_shard_table([
+        {"image_id": f"d/{i}", "kind": "detection", "image": _jpeg(64, 48, (8, 8, 40, 40)),
+         "boxes": [[0.1, 0.1, 0.6, 0.8]], "box_nodes": [0], "image_node": -1} for i in range(120)])])
+    t = TrainConfig(mode="detect", batch_size=4, multiscale=False, input_size=128)
+    cap = stream_memory_limits(t)["det"]
+    whole = 8 * 120 * 128 * 128 * 3  # the pass below: 8 epochs, ~47 MiB decoded
+
+    def held_after_one_batch(limit: int | None) -> int:
+        ds = training_datasets([str(d)], t, passes={"det": StreamPass(8, None)})["det"]
+        ds.context.execution_options = _ordered_ingest(1, limit)
+        start = _plasma_bytes()
+        it = iter(ds.iter_batches(batch_size=4, prefetch_batches=1))
+        next(it)
+        before, held = -1, _plasma_bytes()
+        deadline = time.monotonic() + 60
+        while held != before and time.monotonic() < deadline:  # until the stream stops growing
+            time.sleep(2)
+            before, held = held, _plasma_bytes()
+        del it
+        return held - start
+
+    capped = held_after_one_batch(cap)
+    uncapped = held_after_one_batch(None)
+    assert uncapped > 0.8 * whole, (uncapped, whole)  # Ray's default: the whole pass, decoded ahead
+    assert capped < cap + whole / 4, (capped, cap, whole)
+
+
 def test_a_stalled_stream_does_not_starve_the_other(tmp_path, ray_local):
     """The joint streams are two Ray Data executions. One stalled behind a full buffer (training
     waits on the other) must not keep the other from running its next passes: each stream's CPUs
