@@ -52,8 +52,6 @@ MAX_EPOCHS_PER_PASS = 64
 DECODE_BATCH = 16
 # Decoded images per block of a training stream (see training_datasets).
 BLOCK_ROWS = 64
-# Optimizer steps of decoded rows a stream may hold ahead of training (stream_memory_limits).
-AHEAD_STEPS = 16
 # The training streams and the shard rows (``kind``) each one reads.
 STREAM_KIND = {"det": DETECTION, "cls": CLASSIFICATION}
 
@@ -392,21 +390,6 @@ def stream_cpu_limits(tcfg: TrainConfig, data_cpus: float) -> dict[str, float]:
     split = batch_split(tcfg)
     total, spare = sum(split.values()), max(0.0, data_cpus - len(split))
     return {name: 1.0 + spare * n / total for name, n in split.items()}
-
-
-def stream_memory_limits(tcfg: TrainConfig) -> dict[str, int]:
-    """The object store bytes each stream's Ray Data execution may hold: ``AHEAD_STEPS`` steps of
-    its decoded rows for every worker, and at least two blocks.
-
-    Why: Ray Data lets each execution fill half of the object store. The demo's two streams
-    decoded their whole passes (~19,000 images, ~3 GB of shared memory) in the first ~30 s of
-    training, two decode tasks beside the training worker on 2 cores, which slowed its first
-    ~150 steps by a third (issue 20). Capped, a stream decodes at the pace training takes rows,
-    a few steps ahead, on any cluster size; the rate it can decode at is unchanged.
-    """
-    image = canvas_size(tcfg) ** 2 * 3
-    per_step = tcfg.subdivisions * tcfg.num_workers
-    return {name: max(2 * BLOCK_ROWS, AHEAD_STEPS * n * per_step) * image for name, n in batch_split(tcfg).items()}
 
 
 def cpus_needed(tcfg: TrainConfig) -> float:

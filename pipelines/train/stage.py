@@ -33,7 +33,6 @@ from pipelines.train.data import (
     check_rows,
     cpus_needed,
     stream_cpu_limits,
-    stream_memory_limits,
     stream_passes,
     training_datasets,
 )
@@ -140,9 +139,8 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     fs = _storage_filesystem(out_uri, opts)
     if fs is not None:  # with an explicit filesystem Ray wants the path inside it, no scheme
         parent = parent.split("://", 1)[1]
-    limits, memory = _stream_cpu_limits(t), stream_memory_limits(t)
-    log.info("train: per data stream, CPUs %s, decoded ahead at most %s", limits,
-             {k: f"{v / 2**20:.0f} MiB" for k, v in memory.items()})
+    limits = _stream_cpu_limits(t)
+    log.info("train: CPUs per data stream: %s", limits)
     # Rank 0 sends its log windows to this queue; the queue actor ends with the block, also on error.
     with TrainProgress(t.max_steps) as progress:
         loop_config = {
@@ -168,7 +166,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                 datasets=training_datasets(list(shards), t, opts, passes, rows),
                 # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
                 dataset_config=ray.train.DataConfig(
-                    execution_options={k: _ordered_ingest(v, memory[k]) for k, v in limits.items()}),
+                    execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
             )
         with _controller_poll(cfg.ray.train_poll_s):
             result = _fit(trainer)
@@ -260,14 +258,13 @@ def _stream_cpu_limits(t) -> dict[str, float]:
     return stream_cpu_limits(t, total - workers)
 
 
-def _ordered_ingest(cpus: float, object_store_bytes: int | None = None):
-    """Ray Train's default ingest options with the row order preserved, at most ``cpus`` CPUs and
-    at most ``object_store_bytes`` of the object store (see ``stream_memory_limits``)."""
+def _ordered_ingest(cpus: float):
+    """Ray Train's default ingest options with the row order preserved and at most ``cpus`` CPUs."""
     import ray.train
 
     opts = ray.train.DataConfig.default_ingest_options()
     opts.preserve_order = True
-    opts.resource_limits = opts.resource_limits.copy(cpu=cpus, object_store_memory=object_store_bytes)
+    opts.resource_limits = opts.resource_limits.copy(cpu=cpus)
     return opts
 
 
