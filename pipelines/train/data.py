@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -113,8 +114,40 @@ def decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarra
     """``map_batches`` function: JPEG bytes + boxes -> uint8 (N, size, size, 3) and padded boxes.
 
     Augmentation draws from a generator seeded with the image id and fresh entropy: a new
-    augmentation every epoch, independent of which Ray worker decodes the row.
+    augmentation every epoch, independent of which Ray worker decodes the row. Runs at idle CPU
+    priority (:func:`_idle_priority`).
     """
+    with _idle_priority():
+        return _decode_augment(batch, size, seed)
+
+
+@contextmanager
+def _idle_priority() -> Iterator[None]:
+    """The calling thread at Linux's SCHED_IDLE while inside: it runs on CPU no other thread
+    wants. Ray Data decodes a stream's whole pass ahead of training when it can (half the object
+    store per stream); on a node where the training worker shares the cores, the burst of decode
+    tasks took CPU from it (the demo's first ~160 steps at ~55 images/s against ~100 after, issue
+    20). Elsewhere (no SCHED_IDLE, or not allowed back) the decode runs as before."""
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None:
+        yield
+        return
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        setter(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            setter(0, *before)
+        except OSError:  # unprivileged: a thread may not leave SCHED_IDLE; it stays there
+            pass
+
+
+def _decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarray]:
     import torch
     from PIL import Image, UnidentifiedImageError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,29 @@ def test_decode_augment_outputs_fixed_size_tensors_and_follows_boxes():
     outside = np.ones((64, 64), bool)
     outside[max(0, y0 - 6):y1 + 6, max(0, x0 - 6):x1 + 6] = False
     assert (np.abs(redness[outside]) < 30).mean() > 0.95
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux scheduling policies only")
+def test_decoding_runs_at_idle_priority_and_gives_it_back(monkeypatch):
+    """decode_augment runs its work at SCHED_IDLE (the training worker sharing the cores keeps its
+    CPU while a stream decodes ahead) and the thread's policy is as before afterwards, also when
+    the decode raises."""
+    from pipelines.train import data
+
+    seen = []
+
+    def record(*args):
+        seen.append(os.sched_getscheduler(0))
+        if len(seen) == 2:
+            raise data.ShardDataError("bad row")
+        return {}
+
+    monkeypatch.setattr(data, "_decode_augment", record)
+    assert data.decode_augment(None, 32, 0) == {}
+    with pytest.raises(data.ShardDataError):
+        data.decode_augment(None, 32, 0)
+    assert seen == [os.SCHED_IDLE, os.SCHED_IDLE]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 def test_decode_augment_names_the_bad_row_and_field():
