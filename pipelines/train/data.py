@@ -22,7 +22,7 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,24 +127,18 @@ def _idle_priority() -> Iterator[None]:
     wants. Ray Data decodes a stream's whole pass ahead of training when it can (half the object
     store per stream); on a node where the training worker shares the cores, the burst of decode
     tasks took CPU from it (the demo's first ~160 steps at ~55 images/s against ~100 after, issue
-    20). Elsewhere (no SCHED_IDLE, or not allowed back) the decode runs as before."""
-    setter = getattr(os, "sched_setscheduler", None)
-    if setter is None:
-        yield
-        return
-    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    20). Where SCHED_IDLE is missing or refused, the decode runs as before."""
     try:
-        setter(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError:
-        yield
-        return
+        before = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed
+        before = None
     try:
         yield
     finally:
-        try:
-            setter(0, *before)
-        except OSError:  # unprivileged: a thread may not leave SCHED_IDLE; it stays there
-            pass
+        if before is not None:
+            with suppress(OSError):  # unprivileged: a thread may not leave SCHED_IDLE; it stays there
+                os.sched_setscheduler(0, *before)
 
 
 def _decode_augment(batch: pa.Table, size: int, seed: int) -> dict[str, np.ndarray]:
