@@ -182,8 +182,15 @@ def _jpeg(w: int, h: int, box_px: tuple[int, int, int, int] | None = None) -> by
     return buf.getvalue()
 
 
-def test_decode_augment_outputs_fixed_size_tensors_and_follows_boxes():
+def test_decode_augment_outputs_fixed_size_tensors_and_follows_boxes(monkeypatch):
+    from types import SimpleNamespace
+
+    from pipelines.train import data
     from pipelines.train.data import decode_augment
+
+    # One fixed augmentation draw: with fresh entropy ~2% of draws (hue shift, desaturation and
+    # darkening together) leave the red square under the redness bar below.
+    monkeypatch.setattr(data.np.random, "SeedSequence", lambda: SimpleNamespace(entropy=0))
 
     table = _shard_table([
         {"image_id": "coco/1", "kind": "detection", "image": _jpeg(80, 60, (20, 15, 60, 45)),
