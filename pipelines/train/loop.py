@@ -87,8 +87,7 @@ def prepare_for_training(model: torch.nn.Module, train_cfg: TrainConfig) -> torc
 def forward(model: torch.nn.Module, x: torch.Tensor, train_cfg: TrainConfig, precision: Precision) -> torch.Tensor:
     """One forward pass as training runs it: the input in the step's memory format, under the
     step's autocast; fp32 raw outputs for the loss."""
-    if train_cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last if train_cfg.channels_last else torch.contiguous_format)
     with autocast(x.device, precision):
         return model(x).float()
 

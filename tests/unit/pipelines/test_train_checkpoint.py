@@ -60,16 +60,21 @@ def test_tracker_logs_params_without_secrets_and_async_metrics(tmp_path, monkeyp
     uri = cfg.mlflow.resolved_tracking_uri()
     assert uri == f"sqlite:///{tmp_path}/mlflow.db"
     run_id = create_run(uri, "exp", "train-test", {"stage": "train"})
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # where a default-URI store would appear (a Ray worker's folder)
     tr = Tracker(uri, run_id, enabled=True)
     tr.log_params(cfg.flat())
     for step in (10, 20):
         tr.log_metrics({"loss_total": 1.0 / step, "lr": 0.001}, step=step)
-    tr.log_text(cfg.to_yaml(), "config.yaml")
-    tr.finish()
 
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
+    tr.flush()  # what a checkpoint waits for: the metrics logged so far are written
+    assert [m.step for m in client.get_metric_history(run_id, "loss_total")] == [10, 20]
+    assert list((tmp_path / "cwd").iterdir()) == []  # it flushed this run's store, no other
+    tr.log_text(cfg.to_yaml(), "config.yaml")
+    tr.finish()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.batch_size"] == "16"

@@ -82,6 +82,12 @@ def test_resize_images_to_step_size():
     assert 0 <= float(x.min()) and float(x.max()) <= 1
     same = resize_images(img, 64)
     assert torch.equal(same, img.permute(0, 3, 1, 2).float() / 255)
+    # The step's layout, channels_last, with the values of the NCHW resize.
+    for y in (x, same):
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    plain = torch.nn.functional.interpolate(img.permute(0, 3, 1, 2).contiguous().float() / 255, size=(32, 32),
+                                            mode="bilinear", align_corners=False)
+    torch.testing.assert_close(x, plain, rtol=0, atol=1e-6)
 
 
 def _stream(ray, n: int, kind: str, start: int):

@@ -100,6 +100,9 @@ def test_forward_in_bf16_computes_in_bf16_and_trains_fp32_weights():
     fp32 = forward(model, x, cfg.train, Precision(torch.float32, "test"))
     bf16 = forward(model, x, cfg.train, Precision(torch.bfloat16, "test"))
     assert fp32.dtype == bf16.dtype == torch.float32  # the loss always sees fp32
+    # The input in either layout gives the same outputs (the batches arrive channels_last).
+    assert torch.equal(forward(model, x.contiguous(memory_format=torch.channels_last), cfg.train,
+                               Precision(torch.float32, "test")), fp32)
     with torch.no_grad():
         assert torch.equal(fp32, model(x))
         with torch.autocast("cpu", dtype=torch.bfloat16):
