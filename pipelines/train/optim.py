@@ -73,8 +73,8 @@ def build_optimizer(params: Iterable[dict], tcfg: TrainConfig) -> torch.optim.Op
     """darknet's SGD, or AdamW (beta1 = momentum) for short from-scratch runs; the groups'
     weight decay is kept (conv weights only)."""
     # lr is set before every step by set_lr; 0 here so that nothing moves before that. fused: one
-    # kernel over all parameters instead of a few ops per tensor (CPU and GPU; the demo's AdamW
-    # step took ~5% of a training step on 2 CPU cores, ~1.5% fused; same update up to rounding).
+    # kernel over all parameters instead of a few ops per tensor (CPU and GPU; the per-tensor AdamW
+    # took ~5% of the demo's training thread on 2 CPU cores; same update up to rounding).
     if tcfg.optimizer == "adamw":
         return torch.optim.AdamW(list(params), lr=0.0, betas=(tcfg.momentum, 0.999), fused=True)
     return torch.optim.SGD(list(params), lr=0.0, momentum=tcfg.momentum, fused=True)
