@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -62,10 +63,71 @@ def wait_for_line(log_path: Path, text: str, proc: subprocess.Popen, what: str, 
     _wait_until(lambda: text in log_path.read_text(errors="replace"), proc, log_path, what, f"log {text!r}", timeout)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback TCP port that is free now and not handed out before in this session.
+
+    Picked below the kernel's ephemeral range: a port from that range (what binding port 0 gives)
+    can be taken by any outgoing connection or port-0 bind between this call and the service's own
+    bind, and a Ray head opens hundreds of them while it starts its dashboard last."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ray_head_command(ray_bin: Path, temp_dir: str, num_cpus: int) -> tuple[list[str], str]:
+    """`ray start --head --block` with every port explicit and the dashboard on loopback; returns the
+    command and the dashboard's http address. A default port (agent 52365, metrics, ...) held by any
+    other Ray on this machine would keep the job agent from starting."""
+    # Workers take ports from their own block, kept out of free_port's hands.
+    workers = min(free_port(), _ephemeral_low() - 200)
+    _handed_out.update(range(workers, workers + 200))
+    dash = free_port()
+    cmd = [str(ray_bin), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dash}",
+           "--dashboard-host=127.0.0.1", f"--num-cpus={num_cpus}", "--include-dashboard=true",
+           f"--temp-dir={temp_dir}", "--disable-usage-stats",
+           f"--min-worker-port={workers}", f"--max-worker-port={workers + 199}",
+           *(f"--{name}={free_port()}" for name in (
+               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+               "metrics-export-port", "node-manager-port", "object-manager-port", "ray-client-server-port"))]
+    return cmd, f"http://127.0.0.1:{dash}"
+
+
+def ray_logs_tail(temp_dir: str, chars: int = 1500) -> str:
+    """The ends of a Ray head's dashboard, GCS and raylet error logs, for a failure message (the temp
+    dir is removed after a failed start, and with it the only record of why)."""
+    parts = []
+    logs = Path(temp_dir) / "session_latest" / "logs"
+    for name in ("dashboard.log", "dashboard.err", "dashboard_agent.log", "gcs_server.err", "raylet.err"):
+        try:
+            text = (logs / name).read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            parts.append(f"--- {name}: ...{text[-chars:]}")
+    return "\n".join(parts) or f"(no Ray logs under {logs})"
 
 
 @contextlib.contextmanager

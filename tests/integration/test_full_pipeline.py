@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, stop_group, wait_for_http, wait_for_line
+from tests.integration.conftest import (
+    free_port,
+    ray_head_command,
+    ray_logs_tail,
+    stop_group,
+    wait_for_http,
+    wait_for_line,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "y9k-e2e"
@@ -84,37 +91,30 @@ def ray_head(tmp_path: Path):
     ray_bin = Path(sys.executable).with_name("ray")
     log_path = tmp_path / "ray-head.log"
     # A second try only when `ray start` itself times out starting its node ("GCS overloaded",
-    # seen once in CI on 2 cores while an MLflow server started): the test is of the job, not of
-    # Ray's start-up under load. Any other failure fails the test.
+    # seen once in CI on 2 cores while an MLflow server started) or a port was taken between
+    # free_port and Ray's bind: the test is of the job, not of Ray's start-up under load. Any other
+    # failure fails the test, with the ends of Ray's own logs (the temp dir goes with the failure).
     for attempt in (1, 2):
-        port, dash = free_port(), free_port()
         # Ray's unix socket paths must stay under 108 bytes: pytest's tmp_path is too deep. 3 logical
         # CPUs on this 2-core machine: the training worker and each of the two data streams hold one.
         temp_dir = tempfile.mkdtemp(prefix="y9k-ray-", dir="/tmp")
-        cmd = [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
-               "--dashboard-host=127.0.0.1", "--num-cpus=3", "--include-dashboard=true",
-               f"--temp-dir={temp_dir}", "--disable-usage-stats",
-               f"--min-worker-port={free_port()}", "--max-worker-port=0",
-               # Every port explicit: a default one (agent 52365, metrics, ...) held by any other Ray on
-               # this machine would keep the job agent from starting.
-               *(f"--{name}={free_port()}" for name in (
-                   "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-                   "metrics-export-port", "node-manager-port", "object-manager-port",
-                   "ray-client-server-port"))]
+        cmd, address = ray_head_command(ray_bin, temp_dir, num_cpus=3)
         log = open(log_path, "wb")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        address = f"http://127.0.0.1:{dash}"
         try:
             wait_for_http(f"{address}/api/version", proc, log_path, "ray start --head", timeout=120)
             # The dashboard can answer before the node is up, and the node can still fail.
             wait_for_line(log_path, "Ray runtime started.", proc, "ray start --head", timeout=120)
             break
-        except RuntimeError:
+        except RuntimeError as e:
+            ray_logs = ray_logs_tail(temp_dir)
             stop_group(proc, grace=10)
             log.close()
             shutil.rmtree(temp_dir, ignore_errors=True)
-            if attempt == 2 or "timed out during startup" not in log_path.read_text(errors="replace"):
-                raise
+            head_log = log_path.read_text(errors="replace")
+            port_taken = "already occupied" in head_log or "address already in use" in ray_logs.lower()
+            if attempt == 2 or not ("timed out during startup" in head_log or port_taken):
+                raise RuntimeError(f"{e}\n{ray_logs}") from None
     try:
         yield address, env, Path(temp_dir)
     finally:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import ray_head_command, ray_logs_tail
 from tests.integration.infra_k8s import (
     INFRA,
     REPO,
@@ -85,17 +85,20 @@ def api(address: str, path: str, token: str | None, body: dict | None = None) ->
         return e.code, e.read().decode(errors="replace")
 
 
-def wait_for_dashboard(address: str, token: str, proc: subprocess.Popen, log_path: Path) -> None:
+def wait_for_dashboard(address: str, token: str, proc: subprocess.Popen, log_path: Path,
+                       temp_dir: str) -> None:
     """Poll the dashboard (which wants the token even for /api/version) until it answers."""
     deadline = time.monotonic() + 120
     while True:
-        assert proc.poll() is None, f"ray start --head exited: {log_path.read_text()[-2000:]}"
+        assert proc.poll() is None, (f"ray start --head exited: {log_path.read_text()[-2000:]}\n"
+                                     f"{ray_logs_tail(temp_dir)}")
         try:
             if api(address, "/api/version", token)[0] == 200:
                 return
         except OSError:
             pass
-        assert time.monotonic() < deadline, f"no dashboard on {address}: {log_path.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, (f"no dashboard on {address}: {log_path.read_text()[-2000:]}\n"
+                                             f"{ray_logs_tail(temp_dir)}")
         time.sleep(0.5)
 
 
@@ -118,21 +121,13 @@ def token_head(tmp_path_factory):
     base = {"PATH": f"{VENV_BIN}{os.pathsep}/usr/bin:/bin", "HOME": str(home), "PYTHONUNBUFFERED": "1",
             "AWS_EC2_METADATA_DISABLED": "true", "LANG": "C.UTF-8"}
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}, **base, **head_env}
-    port, dash = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="y9k-rt-", dir="/tmp")  # Ray's socket paths: < 108 bytes
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
-           "--dashboard-host=127.0.0.1", "--num-cpus=1", "--include-dashboard=true",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--min-worker-port={free_port()}",
-           "--max-worker-port=0",
-           *(f"--{name}={free_port()}" for name in (
-               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-               "metrics-export-port", "node-manager-port", "object-manager-port", "ray-client-server-port"))]
+    cmd, address = ray_head_command(VENV_BIN / "ray", temp_dir, num_cpus=1)
     log_path = tmp / "ray-head.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
     try:
-        wait_for_dashboard(address, token, proc, log_path)
+        wait_for_dashboard(address, token, proc, log_path, temp_dir)
         # The dashboard answers before its job agent is up (KubeRay waits for a ready cluster before
         # it starts a submitter): wait until the agent takes a job.
         deadline = time.monotonic() + 90
