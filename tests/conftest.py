@@ -16,6 +16,15 @@ SHARED_DATA = Path(os.environ.get("Y9K_SHARED_DATA", REPO.parent / "shared" / "d
 # `full.py` subprocesses) inherits this; what is tested does not depend on the interval.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
+# Ray 2.60's first local `ray.init` with RAY_AUTH_MODE unset turns token auth on for the whole
+# process (it sets os.environ["RAY_AUTH_MODE"] = "token") and writes ~/.ray/auth_token. A `ray
+# start` head a later test starts from this process's environment then wants a token its clients
+# do not send: its dashboard answered 401 until the test gave up. The tests start their own
+# clusters and turn token auth on, on both sides, where they test it; the session runs with
+# "disabled" unless the caller chose a mode.
+RAY_AUTH_MODE_AT_START = os.environ.get("RAY_AUTH_MODE")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
 
 # Property-based tests (hypothesis): `ci` is the default run, a fixed, derandomized set of
 # examples small enough for the test-time budget; `long` searches much further, by hand:
