@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory: checkpoints and state (default: <storage.root>/train/<mode>)")
     p.add_argument("--stop-after", type=int, metavar="STEP",
                    help="end this call at STEP with a checkpoint; run again to continue")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be trained (mode, shards and their rows, passes per stream, run "
+                   "directory, the step it resumes from) and exit without starting Ray")
     p.set_defaults(func=cmd_train)
 
 
@@ -42,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipelines.shards import shard_files
     from pipelines.stages import ensure_ray
     from pipelines.train.data import cpus_needed
-    from pipelines.train.stage import run_train
+    from pipelines.train.stage import plan_train, run_train
 
     cfg = load_cli_config(args)
     for note in adapt_config_to_model(cfg):
@@ -63,10 +66,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.anchors:
         raise PipelineError(f"train: anchors file {storage.redact_uri(anchors_uri)} not found")
     out = args.out or layout.train_dir(cfg.train.mode)
+    if args.dry_run:
+        anchors_from = storage.redact_uri(anchors_uri) if anchors is not None else "the model's own"
+        return _print_plan(plan_train(cfg, shards, out), cfg.train.max_steps, anchors_from)
     ensure_ray(cfg.ray, cpus_needed(cfg.train))
     # YOLOv1: the evaluated classes of `y9k wordtree`'s output, flat
     flat = flat_classes_of(cfg.model, tree, layout.wordtree, opts)
     res = run_train(cfg, shards, tree, anchors, out, stop_after=args.stop_after, flat_classes=flat)
     state = "already complete" if res.skipped else f"step {res.step}/{cfg.train.max_steps}"
     print(f"train: {state}; checkpoint {res.checkpoint_uri}; MLflow run {res.run_id}")
+    return 0
+
+
+def _print_plan(plan, max_steps: int, anchors_from: str) -> int:
+    """``y9k train --dry-run``: the lines training would log as it starts, and where it would start."""
+    from pipelines import storage
+
+    out = storage.redact_uri(plan.out_uri)
+    if plan.complete_step is not None:
+        print(f"train: {out} is complete (step {plan.complete_step}) for this config: nothing to train")
+        return 0
+    for line in plan.describe():
+        print(f"train: {line}")
+    print(f"train: anchors: {anchors_from}")
+    if not plan.has_checkpoint:
+        start = "starts at step 0"
+    elif plan.resume_step is not None:
+        start = f"resumes from the checkpoint of step {plan.resume_step}"
+    else:
+        start = "resumes from its latest checkpoint"
+    print(f"train: run directory {out}: {start} of {max_steps}")
     return 0

@@ -29,6 +29,8 @@ from pipelines.errors import StageError
 from pipelines.lineage import TRAINING, log_shard_inputs
 from pipelines.shards import DETECTION, PREVIEW_COLUMNS, shard_files
 from pipelines.train.data import (
+    ShardRows,
+    StreamPass,
     batch_split,
     check_rows,
     cpus_needed,
@@ -102,6 +104,57 @@ def _storage_filesystem(uri: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(storage.filesystem(uri, options)[0]))
 
 
+# Ray Train's record of a run directory's checkpoints (the latest one is what a run resumes from).
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+@dataclass
+class TrainPlan:
+    """What :func:`run_train` would do with a config, shards and run directory (``y9k train --dry-run``)."""
+
+    mode: str
+    shards: list[str]
+    out_uri: str
+    complete_step: int | None  # the directory holds a finished run of this model + train config
+    has_checkpoint: bool = False  # otherwise: Ray Train resumes from the directory's latest checkpoint
+    resume_step: int | None = None  # that checkpoint's step, when its record says
+    rows: ShardRows | None = None
+    passes: dict[str, StreamPass] = field(default_factory=dict)
+    cpu_limits: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> list[str]:
+        """The lines training logs as it starts (each after "train: ")."""
+        lines = [f"{self.mode} mode on {', '.join(storage.redact_uri(s) for s in self.shards)}"]
+        if self.rows is not None:
+            per_pass = {k: f"{p.epochs} epoch(s)" + (f", cut at {p.rows} rows" if p.rows is not None else "")
+                        for k, p in self.passes.items()}
+            lines += [f"rows {self.rows.by_kind}; per pass over each stream: {per_pass}",
+                      f"CPUs per data stream: {self.cpu_limits}"]
+        return lines
+
+
+def plan_train(cfg: Config, shards: Sequence[str], out_uri: str) -> TrainPlan:
+    """Read what training would start from, without starting Ray: whether the run directory is
+    complete for this config, its latest checkpoint, and the streams' rows and passes (a stream
+    that cannot fill a batch raises :class:`ShardDataError` here, as training would)."""
+    t, opts = cfg.train, cfg.storage.options
+    out_uri = storage.normalize(out_uri)
+    plan = TrainPlan(t.mode, list(shards), out_uri, complete_step=None)
+    done = manifest.read_manifest(out_uri, opts)
+    if done is not None and done.config_hash == cfg.hash("model", "train"):
+        plan.complete_step = int(done.counts.get("step", 0))
+        return plan
+    plan.rows = check_rows(plan.shards, t, opts)
+    plan.passes = stream_passes(plan.rows.by_kind, t)
+    plan.cpu_limits = _stream_cpu_limits(t)
+    snapshot = storage.join(out_uri, CHECKPOINT_SNAPSHOT)
+    if storage.exists(snapshot, opts):
+        plan.has_checkpoint = True
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            plan.resume_step = int(storage.read_json(snapshot, opts)["latest_checkpoint_result"]["metrics"]["step"])
+    return plan
+
+
 def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors: Sequence[Sequence[float]] | None,
               out_uri: str, stop_after: int | None = None, flat_classes: Sequence[int] | None = None) -> TrainResult:
     """Train (or resume) on the shard directories; ``stop_after`` ends this call at that step
@@ -118,29 +171,23 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     t = cfg.train
     out_uri = storage.normalize(out_uri)
     opts = cfg.storage.options
-    config_hash = cfg.hash("model", "train")
-    done = manifest.read_manifest(out_uri, opts)
-    if done is not None and done.config_hash == config_hash:
-        log.info("train: %s is complete (step %s), skipped", storage.redact_uri(out_uri), done.counts.get("step"))
-        return TrainResult(out_uri, done.extra.get("run_id"), int(done.counts.get("step", 0)),
+    plan = plan_train(cfg, shards, out_uri)
+    if plan.complete_step is not None:
+        done = manifest.read_manifest(out_uri, opts)
+        log.info("train: %s is complete (step %s), skipped", storage.redact_uri(out_uri), plan.complete_step)
+        return TrainResult(out_uri, done.extra.get("run_id"), plan.complete_step,
                            done.extra.get("checkpoint_uri"), dict(done.extra.get("metrics", {})), skipped=True)
-
-    log.info("train: %s mode on %s", t.mode, ", ".join(storage.redact_uri(s) for s in shards))
-    rows = check_rows(list(shards), t, opts)
+    for line in plan.describe():
+        log.info("train: %s", line)
+    passes, limits = plan.passes, plan.cpu_limits
     tree_payload, tags = _tree_payload(tree)
     tracking_uri = cfg.mlflow.resolved_tracking_uri()
     run_id = _run_id(cfg.mlflow.experiment, out_uri, tracking_uri, tags, opts)
     log_shard_inputs(tracking_uri, run_id, list(shards), TRAINING, opts)
-    passes = stream_passes(rows.by_kind, t)
-    log.info("train: rows %s; per pass over each stream: %s", rows.by_kind,
-             {k: f"{p.epochs} epoch(s)" + (f", cut at {p.rows} rows" if p.rows is not None else "")
-              for k, p in passes.items()})
     parent, name = out_uri.rstrip("/").rsplit("/", 1)
     fs = _storage_filesystem(out_uri, opts)
     if fs is not None:  # with an explicit filesystem Ray wants the path inside it, no scheme
         parent = parent.split("://", 1)[1]
-    limits = _stream_cpu_limits(t)
-    log.info("train: CPUs per data stream: %s", limits)
     # Rank 0 sends its log windows to this queue; the queue actor ends with the block, also on error.
     with TrainProgress(t.max_steps) as progress:
         loop_config = {
@@ -163,9 +210,12 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                     failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                 ),
-                datasets=training_datasets(list(shards), t, opts, passes, rows),
+                datasets=training_datasets(list(shards), t, opts, passes, plan.rows),
                 # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
+                # One worker reads each stream whole: no streaming_split, so no split-coordinator
+                # actor per stream; the stream's executor runs in the training worker instead.
                 dataset_config=ray.train.DataConfig(
+                    datasets_to_split="all" if t.num_workers > 1 else [],
                     execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
             )
         with _controller_poll(cfg.ray.train_poll_s):
@@ -177,7 +227,8 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
         ckpt_uri = f"{out_uri.split('://', 1)[0]}://{ckpt_uri}"
     if step >= t.max_steps:
         manifest.commit(out_uri, manifest.Manifest(
-            stage="train", inputs_fingerprint=manifest.fingerprint_uris(list(shards), opts), config_hash=config_hash,
+            stage="train", inputs_fingerprint=manifest.fingerprint_uris(list(shards), opts),
+            config_hash=cfg.hash("model", "train"),
             counts={"step": step}, extra={"run_id": run_id, "checkpoint_uri": ckpt_uri, "metrics": metrics},
         ), opts)
     return TrainResult(out_uri, run_id, step, ckpt_uri, metrics)

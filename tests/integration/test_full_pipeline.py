@@ -224,10 +224,18 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, mon
 
         job_train = re.search(r"train: \w+ mode on .*", out)
         assert job_train, out[-3000:]
+        # `y9k train --dry-run` says the same before anything is trained, and where it would start.
+        assert main(["train", *_sets(root), "--dry-run"]) == 0
+        plan = capsys.readouterr().out
+        assert re.search(r"train: \w+ mode on .*", plan).group(0) == job_train.group(0), plan
+        assert "starts at step 0 of 4" in plan and "anchors: " + str(root / "anchors" / "anchors.json") in plan, plan
         caplog.clear()
         assert main(["train", *_sets(root), "--stop-after", "1"]) == 0
         assert re.search(r"train: \w+ mode on .*", caplog.text).group(0) == job_train.group(0)
         assert "imagenet_det-val" not in job_train.group(0) and "coco-val" not in job_train.group(0)
+        # Read from Ray Train's own record of the run directory's checkpoints.
+        assert main(["train", *_sets(root), "--dry-run"]) == 0
+        assert "resumes from the checkpoint of step 1 of 4" in capsys.readouterr().out
 
         # The plan of a changed config: training and everything after it would run again.
         assert main(["run", *_sets(root, "train.lr=0.002"), "--dry-run"]) == 0
