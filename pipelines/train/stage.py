@@ -129,7 +129,7 @@ class TrainPlan:
             per_pass = {k: f"{p.epochs} epoch(s)" + (f", cut at {p.rows} rows" if p.rows is not None else "")
                         for k, p in self.passes.items()}
             lines += [f"rows {self.rows.by_kind}; per pass over each stream: {per_pass}",
-                      f"CPUs per data stream: {self.cpu_limits}"]
+                      f"CPUs per data stream: {self.cpu_limits or 'set by the cluster when training starts'}"]
         return lines
 
 
@@ -146,13 +146,29 @@ def plan_train(cfg: Config, shards: Sequence[str], out_uri: str) -> TrainPlan:
         return plan
     plan.rows = check_rows(plan.shards, t, opts)
     plan.passes = stream_passes(plan.rows.by_kind, t)
-    plan.cpu_limits = _stream_cpu_limits(t)
+    plan.cpu_limits = _planned_cpu_limits(cfg)
     snapshot = storage.join(out_uri, CHECKPOINT_SNAPSHOT)
     if storage.exists(snapshot, opts):
         plan.has_checkpoint = True
         with contextlib.suppress(KeyError, TypeError, ValueError):
             plan.resume_step = int(storage.read_json(snapshot, opts)["latest_checkpoint_result"]["metrics"]["step"])
     return plan
+
+
+def _planned_cpu_limits(cfg: Config) -> dict[str, float]:
+    """The streams' CPU limits: from the connected cluster, else from the local instance `y9k
+    train` would start (``pipelines.stages.local_cpus``); empty when a cluster address is set but
+    Ray is not connected (a dry run does not connect: the cluster decides at start)."""
+    import ray
+
+    from pipelines.stages import local_cpus
+
+    t = cfg.train
+    if t.data_cpus > 0 or ray.is_initialized():
+        return _stream_cpu_limits(t)
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return {}
+    return _stream_cpu_limits(t, local_cpus(cfg.ray, cpus_needed(t)))
 
 
 def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors: Sequence[Sequence[float]] | None,
@@ -289,17 +305,20 @@ def _fit(trainer: Any) -> Any:
             signal.signal(signal.SIGINT, previous)
 
 
-def _stream_cpu_limits(t) -> dict[str, float]:
-    """CPU limits of the data streams (see ``stream_cpu_limits``), checked against the cluster.
+def _stream_cpu_limits(t, total: float | None = None) -> dict[str, float]:
+    """CPU limits of the data streams (see ``stream_cpu_limits``), checked against the cluster's
+    CPUs (``total``; default: the connected cluster's now).
 
     With ``train.data_cpus`` unset the streams share what the training workers leave of the
-    cluster now, and it must hold one CPU per stream; an explicit value is taken as given (an
+    cluster, and it must hold one CPU per stream; an explicit value is taken as given (an
     autoscaling cluster grows to it)."""
     import ray
 
     if t.data_cpus > 0:
         return stream_cpu_limits(t, t.data_cpus)
-    total, workers = ray.cluster_resources().get("CPU", 0), t.num_workers * t.cpus_per_worker
+    if total is None:
+        total = ray.cluster_resources().get("CPU", 0)
+    workers = t.num_workers * t.cpus_per_worker
     if total < cpus_needed(t):
         raise StageError(
             f"train: the cluster has {total:g} CPUs; the training workers take {workers:g} (train.num_workers x "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -48,3 +51,23 @@ def test_train_command_reads_the_splits_the_job_reads(ray_local, tmp_path, capsy
     named = err[err.index("the shards ("):]
     assert f"{tmp_path}/shards/coco-train, {tmp_path}/shards/voc-trainval)" in named, err
     assert "imagenet" not in named and "coco-val" not in named, err
+
+
+def test_train_dry_run_plans_without_starting_ray(tmp_path):
+    """`y9k train --dry-run` in a fresh process: the splits, rows and CPUs per stream of the local
+    instance training would start, and where it would start, with Ray never started (the first
+    version asked the cluster for its CPUs and failed outside a process that had started Ray)."""
+    _shards(tmp_path)
+    code = ("import sys, ray; from pipelines.cli import main; rc = main(sys.argv[1:]); "
+            "print('ray initialized:', ray.is_initialized()); sys.exit(rc)")
+    res = subprocess.run(
+        [sys.executable, "-c", code, "train", "--set", f"storage.root={tmp_path}", "--set", "train.mode=detect",
+         "--set", "train.num_workers=1", "--set", "train.batch_size=2", "--set", "train.subdivisions=1",
+         "--tree", str(shared_path("darknet", "9k.tree")), "--dry-run"],
+        capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    assert f"train: detect mode on {tmp_path}/shards/coco-train, {tmp_path}/shards/voc-trainval\n" in out, out
+    assert "train: rows {'detection': 2}" in out and "train: CPUs per data stream: {'det': " in out, out
+    assert f"train: run directory {tmp_path}/train/detect: starts at step 0 of " in out, out
+    assert "ray initialized: False" in out
