@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from pipelines.cli.common import add_config_args, load_cli_config, load_tree
+
+if TYPE_CHECKING:
+    from pipelines.train.stage import TrainPlan
 
 log = logging.getLogger("y9k")
 
@@ -78,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(plan, max_steps: int, anchors_from: str) -> int:
+def _print_plan(plan: TrainPlan, max_steps: int, anchors_from: str) -> int:
     """``y9k train --dry-run``: the lines training would log as it starts, and where it would start."""
     from pipelines import storage
 

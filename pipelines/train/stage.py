@@ -115,12 +115,16 @@ class TrainPlan:
     mode: str
     shards: list[str]
     out_uri: str
-    complete_step: int | None  # the directory holds a finished run of this model + train config
+    finished: manifest.Manifest | None = None  # the record of a finished run of this model + train config
     has_checkpoint: bool = False  # otherwise: Ray Train resumes from the directory's latest checkpoint
     resume_step: int | None = None  # that checkpoint's step, when its record says
     rows: ShardRows | None = None
     passes: dict[str, StreamPass] = field(default_factory=dict)
     cpu_limits: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def complete_step(self) -> int | None:
+        return None if self.finished is None else int(self.finished.counts.get("step", 0))
 
     def describe(self) -> list[str]:
         """The lines training logs as it starts (each after "train: ")."""
@@ -139,10 +143,10 @@ def plan_train(cfg: Config, shards: Sequence[str], out_uri: str) -> TrainPlan:
     that cannot fill a batch raises :class:`ShardDataError` here, as training would)."""
     t, opts = cfg.train, cfg.storage.options
     out_uri = storage.normalize(out_uri)
-    plan = TrainPlan(t.mode, list(shards), out_uri, complete_step=None)
+    plan = TrainPlan(t.mode, list(shards), out_uri)
     done = manifest.read_manifest(out_uri, opts)
     if done is not None and done.config_hash == cfg.hash("model", "train"):
-        plan.complete_step = int(done.counts.get("step", 0))
+        plan.finished = done
         return plan
     plan.rows = check_rows(plan.shards, t, opts)
     plan.passes = stream_passes(plan.rows.by_kind, t)
@@ -188,14 +192,12 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     out_uri = storage.normalize(out_uri)
     opts = cfg.storage.options
     plan = plan_train(cfg, shards, out_uri)
-    if plan.complete_step is not None:
-        done = manifest.read_manifest(out_uri, opts)
+    if (done := plan.finished) is not None:
         log.info("train: %s is complete (step %s), skipped", storage.redact_uri(out_uri), plan.complete_step)
         return TrainResult(out_uri, done.extra.get("run_id"), plan.complete_step,
                            done.extra.get("checkpoint_uri"), dict(done.extra.get("metrics", {})), skipped=True)
     for line in plan.describe():
         log.info("train: %s", line)
-    passes, limits = plan.passes, plan.cpu_limits
     tree_payload, tags = _tree_payload(tree)
     tracking_uri = cfg.mlflow.resolved_tracking_uri()
     run_id = _run_id(cfg.mlflow.experiment, out_uri, tracking_uri, tags, opts)
@@ -226,13 +228,13 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
                     failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                 ),
-                datasets=training_datasets(list(shards), t, opts, passes, plan.rows),
+                datasets=training_datasets(list(shards), t, opts, plan.passes, plan.rows),
                 # Ordered streams: a resumed worker skips exactly the rows it had already trained on.
                 # One worker reads each stream whole: no streaming_split, so no split-coordinator
                 # actor per stream; the stream's executor runs in the training worker instead.
                 dataset_config=ray.train.DataConfig(
                     datasets_to_split="all" if t.num_workers > 1 else [],
-                    execution_options={k: _ordered_ingest(v) for k, v in limits.items()}),
+                    execution_options={k: _ordered_ingest(v) for k, v in plan.cpu_limits.items()}),
             )
         with _controller_poll(cfg.ray.train_poll_s):
             result = _fit(trainer)
