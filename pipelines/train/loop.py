@@ -309,7 +309,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  checkpoint_dir_name=f"checkpoint_{step:09d}")
     batches.close()
     progress_out.close()
-    if step >= t.max_steps:
-        tracker.finish("FINISHED")
-    else:
-        tracker.flush()
+    tracker.flush()  # the driver ends the run after the fit (tracking.end_run)

@@ -40,7 +40,7 @@ from pipelines.train.data import (
 )
 from pipelines.train.loop import train_loop_per_worker
 from pipelines.train.progress import TrainProgress
-from pipelines.train.tracking import create_run
+from pipelines.train.tracking import create_run, end_run
 from wordtree_build.tree import WordTree
 
 log = logging.getLogger("y9k.train")
@@ -244,6 +244,7 @@ def run_train(cfg: Config, shards: Sequence[str], tree: WordTree | None, anchors
     if ckpt_uri is not None and storage.is_remote(out_uri):
         ckpt_uri = f"{out_uri.split('://', 1)[0]}://{ckpt_uri}"
     if step >= t.max_steps:
+        end_run(tracking_uri, run_id)
         manifest.commit(out_uri, manifest.Manifest(
             stage="train", inputs_fingerprint=manifest.fingerprint_uris(list(shards), opts),
             config_hash=cfg.hash("model", "train"),

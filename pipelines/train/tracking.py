@@ -4,7 +4,8 @@ The driver creates the run (or reuses the id found in the checkpoint it resumes 
 hands its id to the workers; rank 0 logs params (the flattened config; every param, tag and
 text artifact passes through ``pipelines.redaction.redact``), metrics every ``train.log_every``
 steps through MLflow's asynchronous logging (the training step never waits for the tracking server), system facts as tags, and
-artifacts. Every other rank gets a tracker whose methods do nothing.
+artifacts. Every other rank gets a tracker whose methods do nothing. The driver also ends the
+run (:func:`end_run`) once a fit has reached the last step.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ def create_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     return client.create_run(exp_id, run_name=run_name, tags=redaction.redact(dict(tags))).info.run_id
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Mark the training run ended (driver side, after the fit).
+
+    Not in the worker: ``set_terminated`` first shuts down the process's asynchronous logging
+    queue, whose thread waits up to 1 s for its next item before it sees the request, so a
+    worker that had logged metrics spent ~1 s there at the end of every fit. The workers wait on
+    their own batches (``Tracker.flush``) before they return; the driver never logs asynchronously."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri).set_terminated(run_id, status=status)
 
 
 def system_tags(world_size: int, device: str) -> dict[str, str]:
@@ -100,11 +113,6 @@ class Tracker:
         pending, self._pending = self._pending, []
         for op in pending:
             op.wait()
-
-    def finish(self, status: str = "FINISHED") -> None:
-        if self.enabled:
-            self.flush()
-            self.client.set_terminated(self.run_id, status=status)
 
 
 def prediction_grid(images: Any, detections: list[Any], names: list[str] | None = None, cols: int = 4) -> Any:

@@ -154,6 +154,9 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, tracking_ur
     assert [ln.split()[2] for ln in lines] == ["1/6", "2/6", "3/6"], lines
     for part in ("loss ", "coord ", "cls ", "lr ", "images/s", "data wait ", "ETA "):
         assert part in lines[-1], (part, lines[-1])
+    from mlflow import MlflowClient
+
+    assert MlflowClient(tracking_uri).get_run(first.run_id).info.status == "RUNNING"  # stopped, not ended
 
     second = run_train(cfg, shards, SmallTree(), [[1.0, 1.0], [3.0, 3.0]], out)
     _check_no_training_actor_left()
@@ -176,8 +179,6 @@ def test_stop_and_resume_continue_exactly(cluster, shards, tmp_path, tracking_ur
     lrs = _history(uri, first.run_id, "lr")
     assert [s for s, _ in lrs] == list(range(1, 7))
     assert [v for _, v in lrs] == pytest.approx([learning_rate(s - 1, cfg.train) for s in range(1, 7)])
-    from mlflow import MlflowClient
-
     run = MlflowClient(uri).get_run(first.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["tree_hash"] == "test-tree-6"

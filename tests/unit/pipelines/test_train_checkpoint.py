@@ -11,7 +11,7 @@ from torch import nn
 
 from pipelines.config import load_config
 from pipelines.train import checkpoint as ck
-from pipelines.train.tracking import Tracker, create_run
+from pipelines.train.tracking import Tracker, create_run, end_run
 
 
 def test_checkpoint_roundtrip_restores_rng_and_state(tmp_path):
@@ -74,7 +74,9 @@ def test_tracker_logs_params_without_secrets_and_async_metrics(tmp_path, monkeyp
     assert [m.step for m in client.get_metric_history(run_id, "loss_total")] == [10, 20]
     assert list((tmp_path / "cwd").iterdir()) == []  # it flushed this run's store, no other
     tr.log_text(cfg.to_yaml(), "config.yaml")
-    tr.finish()
+    tr.flush()
+    assert client.get_run(run_id).info.status == "RUNNING"  # a worker never ends the run
+    end_run(uri, run_id)  # the driver does, after the fit
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.batch_size"] == "16"
@@ -90,7 +92,7 @@ def test_disabled_tracker_does_nothing():
     tr = Tracker("sqlite:////nonexistent/dir/x.db", "run", enabled=False)
     tr.log_metrics({"a": 1.0}, step=1)
     tr.log_params({"a": 1})
-    tr.finish()
+    tr.flush()
     assert tr.client is None
 
 
