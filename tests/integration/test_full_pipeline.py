@@ -138,7 +138,7 @@ def _shared(shared_run: dict) -> dict:
 
 @pytest.mark.slow
 def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, monkeypatch, capsys, caplog,
-                                                    shared_run):
+                                                    shared_run, recwarn):
     """One pipeline run shared by every check of it: `ray job submit ... python pipelines/full.py`
     to a real `ray start --head` logging into a real `mlflow server`; then on the same root the
     stage commands pick what the job picked, `y9k run` finds everything cached, the plan of a
@@ -266,6 +266,10 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, mon
     st = _statuses(grown)
     assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown
     assert "warm start from models:/" in caplog.text
+    # Evaluation sized its actor pool to its batches (3 CPUs, 6 images): Ray Data did not warn
+    # that the pool was larger than its input.
+    pool_warnings = [str(w.message) for w in recwarn if "minimum number of concurrent actors" in str(w.message)]
+    assert not pool_warnings, pool_warnings
     v2 = client.get_model_version(MODEL, "2")
     assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
     champ = str(client.get_model_version_by_alias(MODEL, "champion").version)
