@@ -237,8 +237,6 @@ def predict_shards(model: torch.nn.Module, shard_uris: Sequence[str], out_uri: s
         res = ray.cluster_resources()
         # CPU actors leave one CPU free: the read tasks feeding them need one, or the pool deadlocks.
         num_actors = max(1, int(res.get("GPU", 0)) if use_gpu else int(res.get("CPU", 1)) - 1)
-    # The pool starts with one actor and grows to num_actors while input waits: each actor is a
-    # process that loads the model, and a small evaluation (one block) needs only one.
     ds = ray.data.read_parquet(list(shard_uris), columns=INFERENCE_COLUMNS,
                                filesystem=_arrow_fs(shard_uris[0], storage_options))
     settings = {"input_size": input_size, "thresh": thresh, "hier_thresh": hier_thresh, "nms": nms,
@@ -248,6 +246,8 @@ def predict_shards(model: torch.nn.Module, shard_uris: Sequence[str], out_uri: s
     preds = ds.map_batches(_ShardPredictor, fn_constructor_kwargs={"model": model_ref, "tree": tree,
                                                                    "settings": settings},
                            batch_size=batch_size, batch_format="pyarrow",
+                           # One actor first, more while input waits: each is a process that loads
+                           # the model, and a small evaluation (one block) needs only one.
                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=num_actors),
                            num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)
     storage.remove(out_uri, storage_options)

@@ -266,8 +266,8 @@ def test_job_submit_then_commands_cache_and_retrain(tmp_path, mlflow_server, mon
     st = _statuses(grown)
     assert st["ingest"] == "ran" and st["train"] == "ran" and st["register"] == "ran", grown
     assert "warm start from models:/" in caplog.text
-    # Evaluation sized its actor pool to its batches (3 CPUs, 6 images): Ray Data did not warn
-    # that the pool was larger than its input.
+    # Evaluation's actor pool started at one actor (3 CPUs, 6 images in one block): Ray Data did
+    # not warn that the pool was larger than its input.
     pool_warnings = [str(w.message) for w in recwarn if "minimum number of concurrent actors" in str(w.message)]
     assert not pool_warnings, pool_warnings
     v2 = client.get_model_version(MODEL, "2")
